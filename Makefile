@@ -1,0 +1,34 @@
+# Set-up and the two entry points of the README: `make demo` and `make test`.
+# A fresh machine needs only Python 3.10+; the virtual environment is created on first use.
+# torch is installed only if the environment lacks it (keep your own CUDA build: `make test VENV=/path/to/env`).
+
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.triplane-gan-ns-installed
+
+.PHONY: install demo test benchmark clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test]" "wandb<0.26"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ns-train triplane-gan-tiny --output-dir outputs --experiment-name demo --timestamp latest
+	@echo "Sample views: outputs/demo/triplane-gan-tiny/latest/samples/samples-latest.png"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/generator_speed.py
+
+clean:
+	rm -rf outputs tests/.cache
