@@ -1,0 +1,1 @@
+"""Backbones: networks that map (latent, class label) to a triplane."""

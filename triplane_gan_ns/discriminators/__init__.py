@@ -1,0 +1,1 @@
+"""Discriminators: networks that score images of a class as real or generated."""
