@@ -1,0 +1,83 @@
+"""The interface every pose sampler implements: draw cameras looking at the scene centre."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Type
+
+import torch
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.configs.base_config import InstantiateConfig
+from torch import Tensor
+
+from triplane_gan_ns.pose_samplers.camera_utils import look_at
+
+
+@dataclass
+class PoseSamplerConfig(InstantiateConfig):
+    """Common fields of every pose sampler; ``setup()`` builds it."""
+
+    _target: Type = field(default_factory=lambda: PoseSampler)
+    radius: float = 2.5
+    """Distance of the camera from the scene centre."""
+    fov_degrees: float = 40.0
+    """Vertical (= horizontal) field of view of the square images."""
+
+
+def make_cameras(
+    camera_to_worlds: Float[Tensor, "num 3 4"], resolution: int, fov_degrees: float
+) -> Cameras:
+    """Square pinhole nerfstudio cameras (OpenGL convention: the camera looks down its -z axis)."""
+    focal = 0.5 * resolution / math.tan(math.radians(fov_degrees) / 2.0)
+    num = camera_to_worlds.shape[0]
+    ones = torch.ones(num, 1, device=camera_to_worlds.device)
+    return Cameras(
+        camera_to_worlds=camera_to_worlds,
+        fx=ones * focal,
+        fy=ones * focal,
+        cx=ones * (resolution / 2.0),
+        cy=ones * (resolution / 2.0),
+        width=torch.full((num, 1), resolution, dtype=torch.long, device=camera_to_worlds.device),
+        height=torch.full((num, 1), resolution, dtype=torch.long, device=camera_to_worlds.device),
+        camera_type=CameraType.PERSPECTIVE,
+    )
+
+
+class PoseSampler:
+    """Draws cameras on a sphere of ``config.radius`` around the origin, looking at the origin.
+
+    Subclasses implement ``sample_directions``; everything else is shared.
+    """
+
+    def __init__(self, config: PoseSamplerConfig) -> None:
+        self.config = config
+
+    def sample_directions(
+        self, num: int, generator: Optional[torch.Generator] = None
+    ) -> Float[Tensor, "num 3"]:
+        """Unit vectors from the scene centre towards each camera."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        num: int,
+        resolution: int,
+        device: torch.device | str = "cpu",
+        generator: Optional[torch.Generator] = None,
+    ) -> Cameras:
+        """``num`` cameras of ``resolution``² pixels; ``generator`` (CPU) makes the draw reproducible."""
+        directions = self.sample_directions(num, generator)
+        return self.cameras_from_directions(directions.to(device), resolution)
+
+    def cameras_from_directions(self, directions: Float[Tensor, "num 3"], resolution: int) -> Cameras:
+        eyes = self.config.radius * torch.nn.functional.normalize(directions, dim=-1)
+        return make_cameras(look_at(eyes), resolution, self.config.fov_degrees)
+
+
+def yaw_pitch_directions(yaw: Float[Tensor, "num"], pitch: Float[Tensor, "num"]) -> Float[Tensor, "num 3"]:
+    """Directions from yaw (azimuth about +z, 0 = +x, the front) and pitch (elevation above the xy plane)."""
+    return torch.stack(
+        [torch.cos(pitch) * torch.cos(yaw), torch.cos(pitch) * torch.sin(yaw), torch.sin(pitch)], dim=-1
+    )
