@@ -1,0 +1,149 @@
+"""The triplane field: three axis-aligned feature planes decoded by an MLP into density and colour features.
+
+Plane order and axes (world coordinates normalised by the scene bound to [-1, 1]):
+
+* plane 0 = XY: grid_sample's (u, v) = (x, y)
+* plane 1 = XZ: (u, v) = (x, z)
+* plane 2 = YZ: (u, v) = (y, z)
+
+(EG3D's planes are effectively XY/XZ/ZX; we use the three distinct coordinate planes on purpose.)
+
+A batch of different triplanes is handled in one call: every sample carries the index of the latent (triplane)
+it belongs to in ``ray_samples.metadata["latent_index"]``.  The ``3 * batch`` planes are stacked as the depth
+axis of one volume and sampled with a single 3D ``grid_sample`` whose depth coordinate falls exactly on the
+slice of (latent, plane), so the trilinear weight of that slice is one and the result is the bilinear sample of
+that plane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from nerfstudio.cameras.rays import RaySamples
+from nerfstudio.configs.base_config import InstantiateConfig
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.fields.base_field import Field
+from torch import Tensor, nn
+
+PLANE_AXES = ((0, 1), (0, 2), (1, 2))
+"""For each plane, which world axes give its (u, v) coordinates."""
+FEATURES = "features"
+"""Output key of the full colour features of each sample."""
+
+
+@dataclass
+class TriplaneFieldConfig(InstantiateConfig):
+    """Decoder of plane features; ``setup(plane_channels=..., scene_bound=...)`` builds it."""
+
+    _target: Type = field(default_factory=lambda: TriplaneField)
+    aggregation: Literal["mean", "sum"] = "mean"
+    """How the three plane features of a point are combined."""
+    hidden_dim: int = 64
+    """Width of the decoder's hidden layers."""
+    num_hidden_layers: int = 3
+    """Hidden layers of the decoder (EG3D uses 1; the paper makes it deeper)."""
+    feature_dim: int = 32
+    """Colour feature channels per sample; the first 3 are the raw RGB (sigmoid), all feed super-resolution."""
+    density_shift: float = -1.0
+    """Density is softplus(raw + density_shift)."""
+
+
+class TriplaneField(Field):
+    """Samples planes at 3D points and decodes (density, colour features).  Density is zero outside the box."""
+
+    def __init__(self, config: TriplaneFieldConfig, plane_channels: int, scene_bound: float = 1.0) -> None:
+        super().__init__()
+        self.config = config
+        self.plane_channels = plane_channels
+        self.scene_bound = scene_bound
+        layers = []
+        width = plane_channels
+        for _ in range(config.num_hidden_layers):
+            layers += [nn.Linear(width, config.hidden_dim), nn.Softplus()]
+            width = config.hidden_dim
+        layers.append(nn.Linear(width, 1 + config.feature_dim))
+        self.decoder = nn.Sequential(*layers)
+
+    # ---- the core, independent of nerfstudio's ray containers -------------------------------------------
+    def sample_planes(
+        self,
+        planes: Float[Tensor, "batch 3 channels res res"],
+        positions: Float[Tensor, "num 3"],
+        latent_index: Int[Tensor, "num"],
+    ) -> Float[Tensor, "num 3 channels"]:
+        """Bilinear features of each point on each of its latent's three planes (zero outside the planes)."""
+        batch, _, channels, res, _ = planes.shape
+        num = positions.shape[0]
+        normed = positions / self.scene_bound
+        depth = 3 * batch
+        volume = planes.reshape(1, depth, channels, res, res).permute(0, 2, 1, 3, 4)  # [1, C, 3B, R, R]
+        uv = torch.stack([normed[:, list(axes)] for axes in PLANE_AXES], dim=1)  # [N, 3, 2]
+        slices = latent_index.reshape(num, 1) * 3 + torch.arange(3, device=positions.device)  # [N, 3]
+        w = (2.0 * slices.to(positions.dtype) + 1.0) / depth - 1.0  # centre of slice s (align_corners=False)
+        grid = torch.cat([uv, w.unsqueeze(-1)], dim=-1).reshape(1, 1, 1, num * 3, 3)
+        sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return sampled.reshape(channels, num, 3).permute(1, 2, 0)
+
+    def decode(
+        self, plane_features: Float[Tensor, "num 3 channels"]
+    ) -> Tuple[Float[Tensor, "num 1"], Float[Tensor, "num feature_dim"]]:
+        """(density >= 0, colour features; the first three channels in [0, 1] are the RGB)."""
+        agg = plane_features.mean(dim=1) if self.config.aggregation == "mean" else plane_features.sum(dim=1)
+        out = self.decoder(agg)
+        density = F.softplus(out[:, :1] + self.config.density_shift)
+        features = torch.sigmoid(out[:, 1:]) * (1 + 2e-3) - 1e-3
+        return density, features
+
+    def query(
+        self,
+        planes: Float[Tensor, "batch 3 channels res res"],
+        positions: Float[Tensor, "*bs 3"],
+        latent_index: Optional[Int[Tensor, "*bs"]] = None,
+    ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs feature_dim"]]:
+        """Density and features at arbitrary points (also used for mesh export and tests)."""
+        shape = positions.shape[:-1]
+        flat = positions.reshape(-1, 3)
+        if latent_index is None:
+            if planes.shape[0] != 1:
+                raise ValueError("latent_index is required when querying a batch of several triplanes")
+            idx = torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device)
+        else:
+            idx = latent_index.reshape(-1).to(flat.device).long()
+        density, features = self.decode(self.sample_planes(planes, flat, idx))
+        inside = (flat.abs() <= self.scene_bound).all(dim=-1, keepdim=True)
+        density = density * inside
+        return density.reshape(*shape, 1), features.reshape(*shape, -1)
+
+    # ---- the nerfstudio Field interface (the planes travel alongside the samples) ------------------------
+    def _latent_index(self, ray_samples: RaySamples) -> Optional[Tensor]:
+        meta = ray_samples.metadata or {}
+        if "latent_index" not in meta:
+            return None
+        positions_shape = ray_samples.frustums.starts.shape[:-1]
+        return meta["latent_index"][..., 0].expand(positions_shape)
+
+    def get_density(  # type: ignore[override]
+        self, ray_samples: RaySamples, planes: Optional[Tensor] = None
+    ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs feature_dim"]]:
+        assert planes is not None, "TriplaneField needs the planes: field(ray_samples, planes)"
+        positions = ray_samples.frustums.get_positions()
+        return self.query(planes, positions, self._latent_index(ray_samples))
+
+    def get_outputs(  # type: ignore[override]
+        self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
+    ) -> Dict[FieldHeadNames | str, Tensor]:
+        assert density_embedding is not None
+        return {FieldHeadNames.RGB: density_embedding[..., :3], FEATURES: density_embedding}
+
+    def forward(  # type: ignore[override]
+        self, ray_samples: RaySamples, planes: Tensor
+    ) -> Dict[FieldHeadNames | str, Tensor]:
+        """Density, RGB and the full colour features (under ``FEATURES``) for every sample."""
+        density, features = self.get_density(ray_samples, planes)
+        outputs = self.get_outputs(ray_samples, density_embedding=features)
+        outputs[FieldHeadNames.DENSITY] = density
+        return outputs

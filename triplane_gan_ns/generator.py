@@ -1,0 +1,176 @@
+"""The 3D generator: backbone (latent -> triplane) + field (triplane -> density/colour) + nerfstudio rendering.
+
+Data flow for a batch of ``B`` latents rendered from ``V`` cameras each::
+
+    z, label --backbone.mapping--> ws --backbone.synthesis--> planes [B, 3, C, R, R]
+    cameras (B*V, from a pose sampler) --generate_rays--> RayBundle [B*V, h, w] (+ latent_index per ray)
+    AABBBoxCollider -> UniformSampler (coarse, no grad) -> PDFSampler (importance) -> TriplaneField
+    -> RGBRenderer / DepthRenderer / AccumulationRenderer + feature image [B*V, F, h, w]
+    -> optional SuperResolution (h -> output resolution)
+
+All components are built from their configs; the backbone and the field are chosen by registered name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Dict, Literal, Optional, Type
+
+import torch
+from jaxtyping import Float, Int
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.configs.base_config import InstantiateConfig
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
+from nerfstudio.model_components.scene_colliders import AABBBoxCollider
+from torch import Tensor, nn
+
+from triplane_gan_ns import registry
+from triplane_gan_ns.backbones.stylegan2 import StyleGAN2BackboneConfig
+from triplane_gan_ns.fields.triplane import FEATURES, TriplaneFieldConfig
+from triplane_gan_ns.superresolution import SuperResolutionConfig
+
+BackboneChoice = registry.choice_type("backbones")
+FieldChoice = registry.choice_type("fields")
+
+
+@dataclass
+class TriplaneGeneratorConfig(InstantiateConfig):
+    """Generator = backbone + field + renderer; ``setup(num_classes=..., output_resolution=...)``."""
+
+    _target: Type = dataclasses.field(default_factory=lambda: TriplaneGenerator)
+    backbone: BackboneChoice = dataclasses.field(default_factory=StyleGAN2BackboneConfig)  # type: ignore
+    """Network from (z, class) to the triplane, by registered name."""
+    field: FieldChoice = dataclasses.field(default_factory=TriplaneFieldConfig)  # type: ignore
+    """Decoder from plane features to density and colour, by registered name."""
+    neural_resolution: int = 64
+    """Side of the volume-rendered image; super-resolution lifts it to the data resolution."""
+    num_coarse_samples: int = 48
+    """Uniform samples per ray (used only to place the importance samples)."""
+    num_importance_samples: int = 48
+    """Importance (PDF) samples per ray, rendered together with the coarse ones."""
+    scene_bound: float = 1.0
+    """The scene is the box [-scene_bound, scene_bound]^3; the planes cover it."""
+    background: Literal["white", "black"] = "white"
+    """Colour behind the object in the rendered RGB."""
+    superresolution: SuperResolutionConfig = dataclasses.field(default_factory=SuperResolutionConfig)
+    """2D network from the neural rendering to the output resolution (unused when they are equal)."""
+
+
+class TriplaneGenerator(nn.Module):
+    """Latents and class labels to rendered views (and the planes, for export and inversion)."""
+
+    def __init__(self, config: TriplaneGeneratorConfig, num_classes: int, output_resolution: int) -> None:
+        super().__init__()
+        self.config = config
+        if output_resolution < config.neural_resolution:
+            raise ValueError(
+                f"neural_resolution {config.neural_resolution} exceeds the output (data) resolution "
+                f"{output_resolution}; lower --pipeline.model.generator.neural-resolution"
+            )
+        self.num_classes = num_classes
+        self.output_resolution = output_resolution
+        self.backbone = config.backbone.setup(num_classes=num_classes)
+        self.field = config.field.setup(plane_channels=self.backbone.plane_channels, scene_bound=config.scene_bound)
+        self.scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]) * config.scene_bound)
+        self.collider = AABBBoxCollider(self.scene_box)
+        self.coarse_sampler = UniformSampler(num_samples=config.num_coarse_samples)
+        self.importance_sampler = PDFSampler(num_samples=config.num_importance_samples, include_original=True)
+        self.rgb_renderer = RGBRenderer(background_color=config.background)
+        self.depth_renderer = DepthRenderer(method="expected")
+        self.accumulation_renderer = AccumulationRenderer()
+        self.superresolution: Optional[nn.Module] = None
+        if output_resolution > config.neural_resolution:
+            self.superresolution = config.superresolution.setup(
+                in_channels=config.field.feature_dim,
+                w_dim=self.backbone.w_dim,
+                in_resolution=config.neural_resolution,
+                out_resolution=output_resolution,
+            )
+
+    # ---- latents ----------------------------------------------------------------------------------------
+    def mapping(
+        self,
+        z: Float[Tensor, "batch z_dim"],
+        labels: Int[Tensor, "batch"],
+        truncation_psi: float = 1.0,
+        truncation_cutoff: Optional[int] = None,
+        update_w_avg: bool = False,
+    ) -> Float[Tensor, "batch num_ws w_dim"]:
+        return self.backbone.mapping(z, labels, truncation_psi, truncation_cutoff, update_w_avg=update_w_avg)
+
+    def planes(self, ws: Float[Tensor, "batch num_ws w_dim"], noise_mode: str = "const") -> Tensor:
+        return self.backbone.synthesis(ws, noise_mode=noise_mode)
+
+    # ---- rendering --------------------------------------------------------------------------------------
+    def render_rays(
+        self, planes: Float[Tensor, "batch 3 channels res res"], ray_bundle: RayBundle
+    ) -> Dict[str, Tensor]:
+        """Volume-render rays of any shape; ``ray_bundle.metadata['latent_index']`` picks each ray's triplane
+        (absent: all rays use the single triplane).  Returns rgb, features, depth and accumulation per ray."""
+        shape = ray_bundle.shape
+        ray_bundle = self.collider(ray_bundle.flatten())
+        with torch.no_grad():
+            coarse = self.coarse_sampler(ray_bundle)
+            coarse_density, _ = self.field.get_density(coarse, planes)
+            coarse_weights = coarse.get_weights(coarse_density)
+        samples = self.importance_sampler(ray_bundle, coarse, coarse_weights)
+        out = self.field(samples, planes)
+        weights = samples.get_weights(out[FieldHeadNames.DENSITY])
+        outputs = {
+            "rgb": self.rgb_renderer(rgb=out[FieldHeadNames.RGB], weights=weights),
+            "features": torch.sum(weights * out[FEATURES], dim=-2),
+            "depth": self.depth_renderer(weights=weights, ray_samples=samples),
+            "accumulation": self.accumulation_renderer(weights=weights),
+        }
+        return {k: v.reshape(*shape, v.shape[-1]) for k, v in outputs.items()}
+
+    @staticmethod
+    def camera_rays(cameras: Cameras, latent_index: Int[Tensor, "num_cameras"]) -> RayBundle:
+        """All pixel rays of ``cameras`` (same square size), shaped [num_cameras, h, w], tagged with latents."""
+        num = cameras.shape[0]
+        coords = cameras.get_image_coords().to(cameras.device)  # [h, w, 2] as (y, x)
+        h, w = coords.shape[:2]
+        camera_indices = torch.arange(num, device=cameras.device).view(num, 1, 1, 1).expand(num, h, w, 1)
+        rays = cameras.generate_rays(camera_indices=camera_indices, coords=coords.expand(num, h, w, 2))
+        rays.metadata["latent_index"] = latent_index.to(cameras.device).view(num, 1, 1, 1).expand(num, h, w, 1)
+        return rays
+
+    def render(
+        self,
+        ws: Float[Tensor, "batch num_ws w_dim"],
+        cameras: Cameras,
+        planes: Optional[Tensor] = None,
+        noise_mode: str = "random",
+    ) -> Dict[str, Tensor]:
+        """Render ``len(cameras) = batch * views`` images, latent-major (camera k shows latent k // views).
+
+        Returns images as [N, C, H, W]: ``image`` (output resolution, in [0, 1]), ``image_raw`` (neural
+        resolution), ``depth``, ``accumulation``; and ``planes``.
+        """
+        batch = ws.shape[0]
+        num = cameras.shape[0]
+        if num % batch != 0:
+            raise ValueError(f"{num} cameras cannot be split evenly between {batch} latents")
+        if planes is None:
+            planes = self.planes(ws, noise_mode=noise_mode)
+        latent_index = torch.arange(num, device=ws.device) // (num // batch)
+        out = self.render_rays(planes, self.camera_rays(cameras, latent_index))
+        images = {k: v.permute(0, 3, 1, 2) for k, v in out.items()}  # [N, C, h, w]
+        raw = images["rgb"]
+        if self.superresolution is not None:
+            features = torch.cat([raw, images["features"][:, 3:]], dim=1)
+            image = self.superresolution(raw, features, ws[latent_index, -1])
+        else:
+            image = raw
+        return {
+            "image": image,
+            "image_raw": raw,
+            "depth": images["depth"],
+            "accumulation": images["accumulation"],
+            "planes": planes,
+        }

@@ -1,0 +1,164 @@
+"""The nerfstudio Model: holds the generator, the discriminator and the pose sampler.
+
+Training losses live in ``training/`` (the pipeline asks this model for images and scores); this model also
+renders a preview latent for nerfstudio's viewer and evaluation through the standard Model interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Type
+
+import torch
+from jaxtyping import Float, Int
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.models.base_model import Model, ModelConfig
+from torch import Tensor
+from torch.nn import Parameter
+
+from triplane_gan_ns import registry
+from triplane_gan_ns.discriminators.stylegan2_resnet import StyleGAN2ResnetDiscriminatorConfig
+from triplane_gan_ns.generator import TriplaneGeneratorConfig
+from triplane_gan_ns.pose_samplers.base import PoseSampler, yaw_pitch_directions
+from triplane_gan_ns.pose_samplers.uniform_sphere import UniformSpherePoseSamplerConfig
+
+DiscriminatorChoice = registry.choice_type("discriminators")
+PoseSamplerChoice = registry.choice_type("pose_samplers")
+
+
+@dataclass
+class TriplaneGANModelConfig(ModelConfig):
+    """A class-conditional triplane GAN."""
+
+    _target: Type = dataclasses.field(default_factory=lambda: TriplaneGANModel)
+    generator: TriplaneGeneratorConfig = dataclasses.field(default_factory=TriplaneGeneratorConfig)
+    """The 3D generator (backbone, field, rendering)."""
+    discriminator: DiscriminatorChoice = dataclasses.field(  # type: ignore
+        default_factory=StyleGAN2ResnetDiscriminatorConfig
+    )
+    """The image discriminator, by registered name."""
+    pose_sampler: PoseSamplerChoice = dataclasses.field(  # type: ignore
+        default_factory=UniformSpherePoseSamplerConfig
+    )
+    """Where generated images are rendered from, by registered name."""
+    preview_class: int = 0
+    """Class shown by the viewer and evaluation renders."""
+    preview_seed: int = 0
+    """Seed of the latent shown by the viewer and evaluation renders."""
+    preview_truncation: float = 0.7
+    """Truncation psi of previews and sample grids (1 = none)."""
+    eval_num_rays_per_chunk: int = 1 << 14
+    """Rays rendered at once for full images (viewer, evaluation)."""
+
+
+class TriplaneGANModel(Model):
+    config: TriplaneGANModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        metadata = self.kwargs.get("metadata", {}) or {}
+        self.class_names: List[str] = list(metadata.get("class_names", []))
+        self.num_classes = len(self.class_names)
+        self.resolution = int(metadata.get("resolution", self.config.generator.neural_resolution))
+        self.generator = self.config.generator.setup(num_classes=self.num_classes, output_resolution=self.resolution)
+        self.discriminator = self.config.discriminator.setup(
+            resolution=self.resolution, num_classes=self.num_classes, in_channels=3
+        )
+        self.pose_sampler: PoseSampler = self.config.pose_sampler.setup()
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {
+            "generator": list(self.generator.parameters()),
+            "discriminator": list(self.discriminator.parameters()),
+        }
+
+    # ---- sampling ---------------------------------------------------------------------------------------
+    def seeded_latents(self, seeds: Sequence[int]) -> Float[Tensor, "batch z_dim"]:
+        zs = [self.generator.backbone.seeded_z(s, self.generator.backbone.z_dim) for s in seeds]
+        return torch.cat(zs).to(self.device)
+
+    def generate(
+        self,
+        z: Float[Tensor, "batch z_dim"],
+        labels: Int[Tensor, "batch"],
+        views_per_latent: int = 1,
+        cameras: Optional[Cameras] = None,
+        truncation_psi: float = 1.0,
+        update_w_avg: bool = False,
+        noise_mode: str = "random",
+        generator: Optional[torch.Generator] = None,
+    ) -> Dict[str, Tensor]:
+        """Render ``views_per_latent`` views of each latent (cameras from the pose sampler unless given)."""
+        ws = self.generator.mapping(z, labels, truncation_psi, update_w_avg=update_w_avg)
+        if cameras is None:
+            cameras = self.pose_sampler.sample(
+                z.shape[0] * views_per_latent,
+                self.config.generator.neural_resolution,
+                device=self.device,
+                generator=generator,
+            )
+        out = self.generator.render(ws, cameras.to(self.device), noise_mode=noise_mode)
+        out["ws"] = ws
+        return out
+
+    def orbit_cameras(self, num_views: int, elevation_degrees: float = 20.0) -> Cameras:
+        """Cameras evenly spaced in azimuth around the object at the pose sampler's radius."""
+        yaw = torch.arange(num_views, dtype=torch.float32) * (2 * math.pi / num_views)
+        pitch = torch.full_like(yaw, math.radians(elevation_degrees))
+        dirs = yaw_pitch_directions(yaw, pitch)
+        return self.pose_sampler.cameras_from_directions(dirs, self.config.generator.neural_resolution)
+
+    @torch.no_grad()
+    def sample_grid(
+        self, classes: Optional[Sequence[int]] = None, num_views: int = 6, seed: int = 0
+    ) -> Float[Tensor, "3 height width"]:
+        """One row per class (first 8 by default), one column per azimuth, same seed: a [3, H, W] image."""
+        if classes is None:
+            classes = list(range(min(max(self.num_classes, 1), 8)))
+        rows = []
+        cameras = self.orbit_cameras(num_views)
+        for c in classes:
+            z = self.seeded_latents([seed])
+            labels = torch.tensor([c], device=self.device)
+            out = self.generate(
+                z, labels, cameras=cameras, truncation_psi=self.config.preview_truncation, noise_mode="const"
+            )
+            rows.append(torch.cat(list(out["image"].clamp(0, 1)), dim=2))  # [3, H, V*W]
+        return torch.cat(rows, dim=1)
+
+    # ---- nerfstudio Model interface: render the preview latent ------------------------------------------
+    def _preview_planes(self) -> Tuple[Tensor, Tensor]:
+        z = self.seeded_latents([self.config.preview_seed])
+        label = torch.tensor([min(self.config.preview_class, max(self.num_classes - 1, 0))], device=self.device)
+        ws = self.generator.mapping(z, label, self.config.preview_truncation)
+        return ws, self.generator.planes(ws, noise_mode="const")
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        _, planes = self._preview_planes()
+        out = self.generator.render_rays(planes, ray_bundle)
+        return {"rgb": out["rgb"], "depth": out["depth"], "accumulation": out["accumulation"]}
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
+        """Render the preview latent from any camera, in chunks; H x W x C outputs for the viewer."""
+        _, planes = self._preview_planes()
+        rays = camera.generate_rays(camera_indices=0, keep_shape=True).to(self.device)
+        h, w = rays.shape[:2]
+        flat = rays.flatten()
+        chunks: Dict[str, List[Tensor]] = {}
+        for start in range(0, flat.shape[0], self.config.eval_num_rays_per_chunk):
+            out = self.generator.render_rays(planes, flat[start : start + self.config.eval_num_rays_per_chunk])
+            for key in ("rgb", "depth", "accumulation"):
+                chunks.setdefault(key, []).append(out[key])
+        return {k: torch.cat(v).view(h, w, -1) for k, v in chunks.items()}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        raise NotImplementedError("GAN losses are computed by triplane_gan_ns.training.pipeline.GanPipeline")
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        return {}, {"rgb": outputs["rgb"], "accumulation": outputs["accumulation"]}
