@@ -1,0 +1,1 @@
+"""nerfstudio method specifications of triplane-gan-ns (installed as ``triplane_gan_ns.method_configs``)."""
