@@ -1,22 +1,38 @@
 """Datamanager for GAN training: endless shuffled batches of real images with their class labels.
 
 Unlike nerfstudio's ray datamanagers it hands out whole images, not rays: ``next_train`` returns
-``{"image": [B, 3, R, R] in [0, 1], "label": [B]}`` on the training device.
+``{"image": [B, 3, R, R] in [0, 1], "label": [B]}`` on the training device.  Unreadable files never reach the
+model: each one is replaced by a readable image of the same batch (with its label), counted once in
+``skipped_files`` and reported in a warning at most once per ``warn_every`` steps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, Literal, Type, Union
+from typing import Dict, Iterator, Literal, Optional, Type, Union
 
 import torch
+import tyro
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from triplane_gan_ns.data.dataset import ClassImageDataset
+from triplane_gan_ns.data.imagenet_dataparser import ImageFolderDataParserConfig
 from triplane_gan_ns.data.renders_dataparser import RendersDataParserConfig
+from triplane_gan_ns.errors import UserError
+
+DATAPARSERS = {
+    "triplane-gan-renders": RendersDataParserConfig(),
+    "triplane-gan-imagenet": ImageFolderDataParserConfig(),
+}
+"""The dataparsers a GAN datamanager accepts, by the name registered with nerfstudio (the subcommand name)."""
+
+DataParserChoice = tyro.conf.OmitSubcommandPrefixes[
+    tyro.extras.subcommand_type_from_defaults(DATAPARSERS, prefix_names=False)  # type: ignore[misc]
+]
 
 
 @dataclass
@@ -24,8 +40,8 @@ class GanDataManagerConfig(DataManagerConfig):
     """Batches of labelled images at one square resolution (the generator's output resolution)."""
 
     _target: Type = field(default_factory=lambda: GanDataManager)
-    dataparser: RendersDataParserConfig = field(default_factory=RendersDataParserConfig)
-    """Which images exist and their classes."""
+    dataparser: DataParserChoice = field(default_factory=RendersDataParserConfig)  # type: ignore[valid-type]
+    """Rendered views (triplane-gan-renders) or photos in class folders or an archive (triplane-gan-imagenet)."""
     resolution: int = 64
     """Images are centre-cropped and resized to this square size; the generator renders at this size."""
     batch_size: int = 32
@@ -35,7 +51,13 @@ class GanDataManagerConfig(DataManagerConfig):
     cache_images: bool = True
     """Decode every image once and keep them in memory (small data sets)."""
     seed: int = 0
-    """Seed of the shuffling."""
+    """Seed of the shuffling, the flips and the replacement of unreadable images."""
+    hflip: bool = False
+    """Flip each real image horizontally with probability 1/2."""
+    warn_every: int = 1000
+    """Report newly skipped unreadable files at most once per this many steps."""
+    max_unreadable_batches: int = 10
+    """Give up with an error after this many consecutive batches without a single readable image."""
 
 
 class GanDataManager(DataManager):
@@ -66,7 +88,16 @@ class GanDataManager(DataManager):
         )
         self.eval_dataset = None
         self._iterator: Iterator | None = None
+        self._generator = torch.Generator().manual_seed(config.seed + 1)
+        self._unreadable: Dict[int, str] = dict(self.train_dataset.cache_errors)
+        self._reported = 0
+        self._last_report_step: Optional[int] = None
         super().__init__()
+
+    @property
+    def skipped_files(self) -> int:
+        """Number of distinct files that could not be decoded so far (each replaced, never trained on)."""
+        return len(self._unreadable)
 
     def setup_train(self) -> None:
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -84,19 +115,58 @@ class GanDataManager(DataManager):
     def setup_eval(self) -> None:
         """No held-out split: GAN evaluation compares generated images with the training images."""
 
-    def next_train(self, step: int) -> Dict[str, Tensor]:  # type: ignore[override]
-        self.train_count += 1
+    def _next_batch(self) -> Dict:
         if self._iterator is None:
             self._iterator = iter(self.train_dataloader)
         try:
-            batch = next(self._iterator)
+            return next(self._iterator)
         except StopIteration:
             self._iterator = iter(self.train_dataloader)
-            batch = next(self._iterator)
+            return next(self._iterator)
+
+    def _readable_batch(self) -> Dict:
+        """The next batch with at least one readable image; unreadable files are recorded."""
+        for _ in range(self.config.max_unreadable_batches):
+            batch = self._next_batch()
+            valid = batch["valid"]
+            for idx, ok, error in zip(batch["image_idx"].tolist(), valid.tolist(), batch["error"]):
+                if not ok:
+                    self._unreadable.setdefault(idx, error)
+            if valid.any():
+                return batch
+        last = next(reversed(self._unreadable.values()), "")
+        raise UserError(
+            f"no readable image in {self.config.max_unreadable_batches} consecutive batches from {self.get_datapath()} "
+            f"({self.skipped_files} unreadable files, e.g. {last}); check the data folder"
+        )
+
+    def next_train(self, step: int) -> Dict[str, Tensor]:  # type: ignore[override]
+        self.train_count += 1
+        batch = self._readable_batch()
+        image, label, valid = batch["image"], batch["label"], batch["valid"]
+        if not valid.all():
+            readable = valid.nonzero()[:, 0]
+            substitute = readable[torch.randint(len(readable), (len(valid),), generator=self._generator)]
+            index = torch.where(valid, torch.arange(len(valid)), substitute)
+            image, label = image[index], label[index]
+        if self.config.hflip:
+            flip = torch.rand(len(image), generator=self._generator) < 0.5
+            image = torch.where(flip[:, None, None, None], image.flip(2), image)
+        self._report_unreadable(step)
         return {
-            "image": batch["image"].permute(0, 3, 1, 2).to(self.device, non_blocking=True),
-            "label": batch["label"].to(self.device),
+            "image": image.permute(0, 3, 1, 2).to(self.device, non_blocking=True),
+            "label": label.to(self.device),
         }
+
+    def _report_unreadable(self, step: int) -> None:
+        if self.skipped_files == self._reported:
+            return
+        if self._last_report_step is not None and step - self._last_report_step < self.config.warn_every:
+            return
+        example = next(reversed(self._unreadable.values()))
+        CONSOLE.print(f"[yellow]Skipped {self.skipped_files} unreadable image file(s) so far, latest: {example}")
+        self._reported = self.skipped_files
+        self._last_report_step = step
 
     def get_train_rays_per_batch(self) -> int:
         """Pixels per batch (nerfstudio reports them as rays/s)."""

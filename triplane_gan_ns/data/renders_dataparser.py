@@ -17,6 +17,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from triplane_gan_ns.errors import UserError
 
@@ -127,3 +128,9 @@ def _image_size(path: Path) -> tuple[int, int]:
 
     with Image.open(path) as im:
         return im.size
+
+
+renders_dataparser = DataParserSpecification(
+    config=RendersDataParserConfig(),
+    description="Rendered views in <category>/<object>/rgb folders (ShapeNet/SRN layout); no data = embedded shapes.",
+)

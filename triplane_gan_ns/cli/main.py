@@ -1,0 +1,31 @@
+"""``triplane-gan``: one command with a subcommand per tool, e.g. ``triplane-gan prepare-dataset SRC DEST``.
+
+A subcommand is a dataclass whose fields are its options and whose ``main()`` runs it; add it to
+``COMMANDS``.  A ``UserError`` raised by any subcommand prints as one ``error: ...`` line.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import tyro
+
+from triplane_gan_ns.data.prepare import PrepareDataset
+from triplane_gan_ns.errors import install_excepthook
+
+COMMANDS: Dict[str, type] = {
+    "prepare-dataset": PrepareDataset,
+}
+
+
+def entrypoint() -> None:
+    """Parse the command line and run the chosen subcommand."""
+    install_excepthook()
+    command = tyro.extras.subcommand_cli_from_dict(
+        COMMANDS, description="Tools for triplane-gan-ns (train with ns-train triplane-gan)."
+    )
+    command.main()
+
+
+if __name__ == "__main__":
+    entrypoint()
