@@ -6,6 +6,7 @@ renders a preview latent for nerfstudio's viewer and evaluation through the stan
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -64,10 +65,17 @@ class TriplaneGANModel(Model):
         self.num_classes = len(self.class_names)
         self.resolution = int(metadata.get("resolution", self.config.generator.neural_resolution))
         self.generator = self.config.generator.setup(num_classes=self.num_classes, output_resolution=self.resolution)
+        # moving average of the generator's weights: samples, the viewer, export and evaluation use it
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.discriminator = self.config.discriminator.setup(
             resolution=self.resolution, num_classes=self.num_classes, in_channels=3
         )
         self.pose_sampler: PoseSampler = self.config.pose_sampler.setup()
+
+    def train(self, mode: bool = True) -> "TriplaneGANModel":
+        super().train(mode)
+        self.generator_ema.eval()  # deterministic sampling along rays, whatever the phase
+        return self
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {
@@ -90,17 +98,28 @@ class TriplaneGANModel(Model):
         update_w_avg: bool = False,
         noise_mode: str = "random",
         generator: Optional[torch.Generator] = None,
+        use_ema: bool = False,
+        mixing_z: Optional[Float[Tensor, "batch z_dim"]] = None,
+        mixing_cutoff: Optional[int] = None,
+        neural_resolution: Optional[int] = None,
     ) -> Dict[str, Tensor]:
-        """Render ``views_per_latent`` views of each latent (cameras from the pose sampler unless given)."""
-        ws = self.generator.mapping(z, labels, truncation_psi, update_w_avg=update_w_avg)
+        """Render ``views_per_latent`` views of each latent (cameras from the pose sampler unless given).
+
+        ``mixing_z``/``mixing_cutoff``: style mixing, layers from ``mixing_cutoff`` on take the second latent's w.
+        """
+        net = self.generator_ema if use_ema else self.generator
+        ws = net.mapping(z, labels, truncation_psi, update_w_avg=update_w_avg)
+        if mixing_z is not None and mixing_cutoff is not None:
+            ws2 = net.mapping(mixing_z, labels, truncation_psi)
+            ws = torch.cat([ws[:, :mixing_cutoff], ws2[:, mixing_cutoff:]], dim=1)
         if cameras is None:
             cameras = self.pose_sampler.sample(
                 z.shape[0] * views_per_latent,
-                self.config.generator.neural_resolution,
+                neural_resolution or self.config.generator.neural_resolution,
                 device=self.device,
                 generator=generator,
             )
-        out = self.generator.render(ws, cameras.to(self.device), noise_mode=noise_mode)
+        out = net.render(ws, cameras.to(self.device), noise_mode=noise_mode)
         out["ws"] = ws
         return out
 
@@ -124,7 +143,12 @@ class TriplaneGANModel(Model):
             z = self.seeded_latents([seed])
             labels = torch.tensor([c], device=self.device)
             out = self.generate(
-                z, labels, cameras=cameras, truncation_psi=self.config.preview_truncation, noise_mode="const"
+                z,
+                labels,
+                cameras=cameras,
+                truncation_psi=self.config.preview_truncation,
+                noise_mode="const",
+                use_ema=True,
             )
             rows.append(torch.cat(list(out["image"].clamp(0, 1)), dim=2))  # [3, H, V*W]
         return torch.cat(rows, dim=1)
@@ -133,12 +157,12 @@ class TriplaneGANModel(Model):
     def _preview_planes(self) -> Tuple[Tensor, Tensor]:
         z = self.seeded_latents([self.config.preview_seed])
         label = torch.tensor([min(self.config.preview_class, max(self.num_classes - 1, 0))], device=self.device)
-        ws = self.generator.mapping(z, label, self.config.preview_truncation)
-        return ws, self.generator.planes(ws, noise_mode="const")
+        ws = self.generator_ema.mapping(z, label, self.config.preview_truncation)
+        return ws, self.generator_ema.planes(ws, noise_mode="const")
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         _, planes = self._preview_planes()
-        out = self.generator.render_rays(planes, ray_bundle)
+        out = self.generator_ema.render_rays(planes, ray_bundle)
         return {"rgb": out["rgb"], "depth": out["depth"], "accumulation": out["accumulation"]}
 
     @torch.no_grad()
@@ -150,7 +174,7 @@ class TriplaneGANModel(Model):
         flat = rays.flatten()
         chunks: Dict[str, List[Tensor]] = {}
         for start in range(0, flat.shape[0], self.config.eval_num_rays_per_chunk):
-            out = self.generator.render_rays(planes, flat[start : start + self.config.eval_num_rays_per_chunk])
+            out = self.generator_ema.render_rays(planes, flat[start : start + self.config.eval_num_rays_per_chunk])
             for key in ("rgb", "depth", "accumulation"):
                 chunks.setdefault(key, []).append(out[key])
         return {k: torch.cat(v).view(h, w, -1) for k, v in chunks.items()}

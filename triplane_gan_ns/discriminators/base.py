@@ -18,7 +18,13 @@ class DiscriminatorConfig(InstantiateConfig):
 
 
 class Discriminator(nn.Module):
-    """Scores images in [-1, 1] (``in_channels`` channels, ``resolution``²) conditioned on class labels."""
+    """Scores images in [-1, 1] (``in_channels`` channels, ``resolution``²) conditioned on class labels.
+
+    ``views_per_latent`` tells the training loop how many views of each generated latent to render;
+    ``score_generated`` scores such renders (latent-major: image k shows latent k // views_per_latent).
+    """
+
+    views_per_latent: int = 1
 
     def __init__(self, config: DiscriminatorConfig, resolution: int, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
@@ -30,3 +36,9 @@ class Discriminator(nn.Module):
     def forward(self, images: Float[Tensor, "batch c h w"], labels: Int[Tensor, "batch"]) -> Float[Tensor, "batch"]:
         """Raw logits, one per image (positive means real)."""
         raise NotImplementedError
+
+    def score_generated(
+        self, images: Float[Tensor, "batch_views c h w"], labels: Int[Tensor, "batch_views"]
+    ) -> Float[Tensor, "batch_views"]:
+        """Logits of generated images, ``views_per_latent`` consecutive views per latent."""
+        return self(images, labels)

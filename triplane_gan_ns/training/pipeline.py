@@ -1,28 +1,41 @@
-"""GAN pipeline: real batches from the datamanager, fakes from the model, StyleGAN2 losses per phase.
+"""GAN pipeline: real batches from the datamanager, fakes from the model, StyleGAN2/EG3D losses per phase.
 
-The trainer calls ``gan_losses(step, "discriminator")`` and ``gan_losses(step, "generator")`` in turn and
-steps the matching optimizer; this class decides what each phase computes.
+The trainer calls ``gan_losses(step, "discriminator")`` and ``gan_losses(step, "generator")`` in turn, steps
+the matching optimizer, then ``after_step(step)`` (generator EMA, adaptive augmentation).  This class decides
+what each phase computes:
+
+* discriminator: real photos (label y) vs ``views_per_latent`` renders of latents of sampled classes, logistic
+  loss; lazy R1 on the real photos every ``r1_interval`` steps;
+* generator: non-saturating loss over all rendered views, optional style mixing, and EG3D's density
+  regularisation (nearby points should have similar density) every ``density_reg_interval`` steps.
+
+Both phases see images through the same blur (faded out early in training) and differentiable augmentation.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Tuple, Type
+from typing import Dict, Literal, Optional, Tuple, Type
 
+import kornia
 import torch
+from jaxtyping import Float, Int
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from torch import Tensor
 
 from triplane_gan_ns.data.datamanager import GanDataManager, GanDataManagerConfig
 from triplane_gan_ns.model import TriplaneGANModel, TriplaneGANModelConfig
 from triplane_gan_ns.training import losses
+from triplane_gan_ns.training.augment import AugmentConfig, Augmenter
+from triplane_gan_ns.training.ema import ema_beta, update_ema
 
 Phase = Literal["discriminator", "generator"]
 
 
 @dataclass
 class GanPipelineConfig(VanillaPipelineConfig):
-    """Adversarial training of the triplane generator against the image discriminator."""
+    """Adversarial training of the triplane generator against the (multi-view) discriminator."""
 
     _target: Type = field(default_factory=lambda: GanPipeline)
     datamanager: GanDataManagerConfig = field(default_factory=GanDataManagerConfig)
@@ -33,59 +46,171 @@ class GanPipelineConfig(VanillaPipelineConfig):
     """Weight of the R1 penalty on real images (EG3D: 1 FFHQ, 0.3 ShapeNet, 5 AFHQ); 0 disables it."""
     r1_interval: int = 16
     """Lazy regularisation: R1 every this many steps, scaled up by the interval."""
+    style_mixing_prob: float = 0.0
+    """Probability of style mixing in the generator step (StyleGAN2: 0.9; EG3D: 0)."""
+    ema_half_life_kimg: float = 10.0
+    """Half-life of the generator EMA in thousands of images."""
+    ema_rampup: float = 0.05
+    """EMA ramp-up: the half-life is at most this fraction of the images seen (0 = off)."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Differentiable augmentation of everything the discriminator sees."""
+    density_reg: float = 0.25
+    """Weight of the density smoothness regulariser (EG3D's density_reg); 0 disables it."""
+    density_reg_interval: int = 4
+    """Steps between density regularisation (its loss is scaled by the interval)."""
+    density_reg_distance: float = 0.004
+    """Perturbation of the regularised points, as a fraction of the scene bound."""
+    density_reg_points: int = 1000
+    """Random points per latent for the density regulariser."""
+    blur_init_sigma: float = 0.0
+    """Gaussian blur (pixels) of real and fake images at the start of training (EG3D: 10); 0 = off."""
+    blur_fade_kimg: float = 200.0
+    """Thousands of images over which the blur fades to zero."""
+    neural_resolution_final: Optional[int] = None
+    """If set, the neural rendering resolution grows linearly from the generator's to this value."""
+    neural_resolution_fade_kimg: float = 1000.0
+    """Thousands of images over which the neural rendering resolution grows."""
 
 
 class GanPipeline(VanillaPipeline):
     config: GanPipelineConfig
     datamanager: GanDataManager
 
+    def __init__(self, config: GanPipelineConfig, device: str, *args, **kwargs) -> None:
+        super().__init__(config, device, *args, **kwargs)
+        self.augmenter = Augmenter(config.augment).to(device)
+
     @property
     def gan_model(self) -> TriplaneGANModel:
         return self.model  # type: ignore[return-value]
 
-    def _fake_labels(self, batch_size: int) -> Tensor:
+    # ---- schedules --------------------------------------------------------------------------------------
+    def images_seen(self, step: int) -> int:
+        """Real images shown to the discriminator before ``step`` (all ranks)."""
+        return step * self.datamanager.config.batch_size * self.world_size
+
+    def blur_sigma(self, step: int) -> float:
+        c = self.config
+        if c.blur_init_sigma <= 0:
+            return 0.0
+        fade = 1.0 - self.images_seen(step) / max(c.blur_fade_kimg * 1000, 1)
+        return max(fade, 0.0) * c.blur_init_sigma
+
+    def neural_resolution(self, step: int) -> int:
+        start = self.config.model.generator.neural_resolution
+        final = self.config.neural_resolution_final
+        if final is None:
+            return start
+        t = min(self.images_seen(step) / max(self.config.neural_resolution_fade_kimg * 1000, 1), 1.0)
+        return int(round((start + (final - start) * t) / 2)) * 2
+
+    # ---- the discriminator as the losses see it -----------------------------------------------------------
+    def _prepare(self, images: Float[Tensor, "b 3 h w"], step: int) -> Tensor:
+        """[0, 1] images -> blurred, augmented [-1, 1] discriminator input."""
+        x = images * 2 - 1
+        sigma = self.blur_sigma(step)
+        if sigma > 0:
+            size = min(2 * math.floor(3 * sigma) + 1, (x.shape[-1] // 2) * 2 - 1)
+            x = kornia.filters.gaussian_blur2d(x, (size, size), (sigma, sigma))
+        return self.augmenter(x)
+
+    def _fake_labels(self, batch_size: int) -> Int[Tensor, "batch"]:
         """Class labels drawn from the data's class frequencies."""
         labels = self.datamanager.train_dataset.labels
         idx = torch.randint(len(labels), (batch_size,))
         return labels[idx].to(self.device)
 
-    def gan_losses(self, step: int, phase: Phase) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+    def _generate(self, batch: int, step: int, update_w_avg: bool = False, mixing: bool = False):
         model = self.gan_model
-        if phase == "discriminator":
-            return self._discriminator_losses(step, model)
-        return self._generator_losses(step, model)
-
-    def _generator_losses(self, step: int, model: TriplaneGANModel) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-        batch = self.datamanager.config.batch_size
-        model.discriminator.requires_grad_(False)
         z = torch.randn(batch, model.generator.backbone.z_dim, device=self.device)
         labels = self._fake_labels(batch)
-        fake = model.generate(z, labels, update_w_avg=True)
-        logits = model.discriminator(fake["image"] * 2 - 1, labels)
-        model.discriminator.requires_grad_(True)
-        loss = losses.generator_loss(logits)
-        return {"generator": loss}, {"fake_score": logits.detach().mean()}
+        mixing_z, cutoff = None, None
+        num_ws = model.generator.backbone.num_ws
+        if mixing and self.config.style_mixing_prob > 0 and num_ws > 1:
+            if torch.rand(()) < self.config.style_mixing_prob:
+                mixing_z = torch.randn_like(z)
+                cutoff = int(torch.randint(1, num_ws, ()))
+        views = model.discriminator.views_per_latent
+        out = model.generate(
+            z,
+            labels,
+            views_per_latent=views,
+            update_w_avg=update_w_avg,
+            mixing_z=mixing_z,
+            mixing_cutoff=cutoff,
+            neural_resolution=self.neural_resolution(step),
+        )
+        return out, labels.repeat_interleave(views)
 
-    def _discriminator_losses(
-        self, step: int, model: TriplaneGANModel
-    ) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+    # ---- the two phases -----------------------------------------------------------------------------------
+    def gan_losses(self, step: int, phase: Phase) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        if phase == "discriminator":
+            return self._discriminator_losses(step)
+        return self._generator_losses(step)
+
+    def _generator_losses(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        model = self.gan_model
+        batch = self.datamanager.config.batch_size
+        model.discriminator.requires_grad_(False)
+        try:
+            fake, labels = self._generate(batch, step, update_w_avg=True, mixing=True)
+            logits = model.discriminator.score_generated(self._prepare(fake["image"], step), labels)
+        finally:
+            model.discriminator.requires_grad_(True)
+        loss_dict = {"generator": losses.generator_loss(logits)}
+        metrics = {"fake_score_g": logits.detach().mean()}
+        c = self.config
+        if c.density_reg > 0 and step % c.density_reg_interval == 0:
+            loss_dict["density_reg"] = self._density_regulariser(fake["planes"]) * c.density_reg * c.density_reg_interval
+        return loss_dict, metrics
+
+    def _density_regulariser(self, planes: Tensor) -> Tensor:
+        """Mean |sigma(x) - sigma(x + d)| at random points x of every latent's triplane."""
+        field = self.gan_model.generator.field
+        bound = self.gan_model.generator.config.scene_bound
+        batch = planes.shape[0]
+        n = self.config.density_reg_points
+        points = (torch.rand(batch, n, 3, device=planes.device) * 2 - 1) * bound
+        perturbed = points + torch.randn_like(points) * self.config.density_reg_distance * bound
+        latent = torch.arange(batch, device=planes.device).view(batch, 1).expand(batch, n)
+        both = torch.cat([points, perturbed], dim=1)
+        density, _ = field.query(planes, both, torch.cat([latent, latent], dim=1))
+        return (density[:, :n] - density[:, n:]).abs().mean()
+
+    def _discriminator_losses(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        model = self.gan_model
         real = self.datamanager.next_train(step)
         batch = real["image"].shape[0]
         with torch.no_grad():
-            z = torch.randn(batch, model.generator.backbone.z_dim, device=self.device)
-            fake_labels = self._fake_labels(batch)
-            fake = model.generate(z, fake_labels)
+            fake, fake_labels = self._generate(batch, step)
         do_r1 = self.config.r1_gamma > 0 and step % self.config.r1_interval == 0
-        real_images = (real["image"] * 2 - 1).detach().requires_grad_(do_r1)
-        real_logits = model.discriminator(real_images, real["label"])
-        fake_logits = model.discriminator(fake["image"] * 2 - 1, fake_labels)
+        real_images = real["image"].detach().requires_grad_(do_r1)
+        real_logits = model.discriminator(self._prepare(real_images, step), real["label"])
+        fake_logits = model.discriminator.score_generated(self._prepare(fake["image"], step), fake_labels)
+        self.augmenter.accumulate(real_logits)
         loss_dict = {"discriminator": losses.discriminator_loss(real_logits, fake_logits)}
-        metrics = {"real_score": real_logits.detach().mean(), "fake_score_d": fake_logits.detach().mean()}
+        metrics = {
+            "real_score": real_logits.detach().mean(),
+            "fake_score_d": fake_logits.detach().mean(),
+            "augment_p": self.augmenter.p.detach().clone(),
+            "blur_sigma": torch.tensor(self.blur_sigma(step)),
+        }
         if do_r1:
-            penalty = losses.r1_penalty(real_logits, real_images)
+            # gradient w.r.t. the un-augmented photo (the augmentation is part of the discriminator here);
+            # the images in [0, 1] are half the scale of the discriminator's [-1, 1] input, hence the 1/4
+            penalty = losses.r1_penalty(real_logits, real_images) / 4
             loss_dict["r1"] = penalty * (self.config.r1_gamma / 2) * self.config.r1_interval
             metrics["r1_penalty"] = penalty.detach()
         return loss_dict, metrics
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """After both optimizer steps: update the generator EMA and the augmentation probability."""
+        model = self.gan_model
+        images = self.datamanager.config.batch_size * self.world_size
+        beta = ema_beta(images, self.config.ema_half_life_kimg, self.config.ema_rampup, self.images_seen(step + 1))
+        update_ema(model.generator_ema, model.generator, beta)
+        self.augmenter.update(step, images)
 
     def get_train_loss_dict(self, step: int):
         raise NotImplementedError("GanTrainer calls gan_losses(step, phase) instead")

@@ -1,10 +1,18 @@
 """nerfstudio Trainer with a GAN step: a discriminator update, then a generator update, each with its own
-optimizer.  Checkpoints are written atomically and each one is accompanied by a PNG grid of samples."""
+optimizer, then the pipeline's bookkeeping (EMA, augmentation).
+
+Long runs: a step whose loss or gradients are not finite is skipped and logged; after
+``max_consecutive_bad_steps`` of them the run stops with a clear message and the last checkpoint intact.
+Checkpoints hold the pipeline (G, G_ema, D, augmentation state), optimizers, RNG states and the step; they are
+written atomically and read with ``torch.load(weights_only=True)``.  Each checkpoint is accompanied by a PNG
+grid of samples.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Type
@@ -14,9 +22,13 @@ import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
+from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
+from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.training.pipeline import GanPipeline, GanPipelineConfig
+
+PHASES = ("discriminator", "generator")
 
 
 @dataclass
@@ -28,9 +40,15 @@ class GanTrainerConfig(TrainerConfig):
     """The GAN pipeline."""
     sample_grid_views: int = 6
     """Views (columns) of the sample grid written with every checkpoint."""
+    max_grad_norm: float = float("inf")
+    """A step whose gradient norm exceeds this (or is not finite) is skipped."""
+    max_consecutive_bad_steps: int = 20
+    """Stop after this many skipped steps in a row."""
+    compile: bool = False
+    """torch.compile the backbone and the discriminator (GPU)."""
 
 
-def atomic_write_bytes(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename (no partial files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -42,27 +60,104 @@ def atomic_write_bytes(path: Path, write) -> None:
             tmp.unlink()
 
 
+def rng_state() -> Dict[str, torch.Tensor]:
+    """Every RNG the training loop draws from, as tensors (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": torch.tensor([np_state[2], np_state[3]], dtype=torch.int64),
+        "numpy_gauss": torch.tensor([np_state[4]], dtype=torch.float64),
+        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: Dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss = (int(v) for v in state["numpy_pos"])
+    np.random.set_state(
+        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, float(state["numpy_gauss"][0]))
+    )
+    random.setstate((3, tuple(int(v) for v in state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    """Read a checkpoint safely (no code execution); a truncated or foreign file gives one clear error."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; check --load-dir / --load-checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle with code, not a checkpoint at all
+        reason = str(err).splitlines()[0][:200]
+        raise UserError(f"checkpoint {path} cannot be read ({reason}); it is truncated or not a triplane-gan-ns checkpoint") from None
+    missing = {"step", "pipeline", "optimizers"} - set(state) if isinstance(state, dict) else {"everything"}
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(sorted(missing))}; it is not a triplane-gan-ns checkpoint")
+    return state
+
+
 class GanTrainer(Trainer):
     config: GanTrainerConfig
     pipeline: GanPipeline
 
+    def setup(self, test_mode="val") -> None:
+        super().setup(test_mode)
+        self._bad_steps = 0
+        if self.config.compile:  # compile the forwards, keeping module names (and checkpoint keys) unchanged
+            model = self.pipeline.gan_model
+            model.generator.backbone.synthesis = torch.compile(model.generator.backbone.synthesis)
+            model.discriminator.forward = torch.compile(model.discriminator.forward)
+
+    def _autocast(self):
+        if self.mixed_precision and self.device.startswith("cuda"):
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return torch.autocast(device_type=self.device.split(":")[0], enabled=False)
+
     def train_iteration(self, step: int):
         loss_dict: Dict[str, torch.Tensor] = {}
         metrics_dict: Dict[str, torch.Tensor] = {}
-        for phase in ("discriminator", "generator"):
+        skipped = []
+        for phase in PHASES:
             self.optimizers.zero_grad_some([phase])
-            losses, metrics = self.pipeline.gan_losses(step, phase)  # type: ignore[arg-type]
-            functools.reduce(torch.add, losses.values()).backward()
-            self.optimizers.optimizer_step(phase)
-            loss_dict.update({k: v.detach() for k, v in losses.items()})
+            with self._autocast():
+                losses, metrics = self.pipeline.gan_losses(step, phase)  # type: ignore[arg-type]
+                loss = functools.reduce(torch.add, losses.values())
+            loss_dict.update({k: v.detach().float() for k, v in losses.items()})
             metrics_dict.update(metrics)
+            params = self.optimizers.parameters[phase]
+            if torch.isfinite(loss):
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+                metrics_dict[f"grad_norm_{phase}"] = grad_norm.detach()
+                if torch.isfinite(grad_norm) and grad_norm <= self.config.max_grad_norm:
+                    self.optimizers.optimizer_step(phase)
+                    continue
+            self.optimizers.zero_grad_some([phase])
+            skipped.append(phase)
+        if skipped:
+            self._bad_steps += 1
+            CONSOLE.print(f"[yellow]step {step}: non-finite or exploding {' and '.join(skipped)} loss/gradients; step skipped")
+            if self._bad_steps >= self.config.max_consecutive_bad_steps:
+                raise UserError(
+                    f"training stopped at step {step} after {self._bad_steps} consecutive non-finite steps; "
+                    f"the last good checkpoint is in {self.checkpoint_dir}; lower the learning rates or raise r1_gamma"
+                )
+        else:
+            self._bad_steps = 0
+        self.pipeline.after_step(step)
         self.optimizers.scheduler_step_all(step)
+        metrics_dict["skipped_steps_in_a_row"] = torch.tensor(float(self._bad_steps))
         total = functools.reduce(torch.add, loss_dict.values())
         return total, loss_dict, metrics_dict
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
-        """Save pipeline, optimizers and step atomically, then a sample grid next to the checkpoints."""
+        """Save pipeline, optimizers, RNG states and step atomically, then a sample grid."""
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
         state = {
             "step": step,
@@ -70,25 +165,53 @@ class GanTrainer(Trainer):
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
+            "rng": rng_state(),
         }
         ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
-        atomic_write_bytes(ckpt_path, lambda tmp: torch.save(state, tmp))
+        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         if self.config.save_only_latest_checkpoint:
             for f in self.checkpoint_dir.glob("step-*.ckpt"):
                 if f != ckpt_path:
                     f.unlink()
         self.write_sample_grid(step)
 
+    def _load_checkpoint(self) -> None:
+        """Resume from ``--load-dir`` (latest or ``--load-step``) or ``--load-checkpoint``, restoring RNGs."""
+        path = None
+        if self.config.load_dir is not None:
+            load_dir = Path(self.config.load_dir)
+            steps = sorted(int(f.stem.split("-")[1]) for f in load_dir.glob("step-*.ckpt")) if load_dir.is_dir() else []
+            if not steps:
+                raise UserError(f"no step-*.ckpt checkpoint in {load_dir}; point --load-dir at a run's nerfstudio_models")
+            step = self.config.load_step if self.config.load_step is not None else steps[-1]
+            path = load_dir / f"step-{step:09d}.ckpt"
+        elif self.config.load_checkpoint is not None:
+            path = Path(self.config.load_checkpoint)
+        if path is None:
+            CONSOLE.print("No checkpoint to load, so training from scratch.")
+            return
+        state = load_checkpoint_file(path)
+        try:
+            self.pipeline.load_pipeline(state["pipeline"], state["step"])
+            self.optimizers.load_optimizers(state["optimizers"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            reason = str(err).splitlines()[0][:200]
+            raise UserError(f"checkpoint {path} does not match this configuration ({reason})") from None
+        if "schedulers" in state and self.config.load_scheduler:
+            self.optimizers.load_schedulers(state["schedulers"])
+        self.grad_scaler.load_state_dict(state["scalers"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        self._start_step = state["step"] + 1
+        self.pipeline.datamanager.skip_to_step(self._start_step)
+        CONSOLE.print(f"Resumed from {path} at step {self._start_step}")
+
     def write_sample_grid(self, step: int) -> Path:
-        """PNG of several classes (rows) x camera azimuths (columns) of the current generator."""
-        model = self.pipeline.gan_model
-        was_training = model.training
-        model.eval()
-        grid = model.sample_grid(num_views=self.config.sample_grid_views)
-        model.train(was_training)
+        """PNG of several classes (rows) x camera azimuths (columns) of the EMA generator."""
+        grid = self.pipeline.gan_model.sample_grid(num_views=self.config.sample_grid_views)
         array = (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         path = self.base_dir / "samples" / f"samples-{step:09d}.png"
-        atomic_write_bytes(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-        atomic_write_bytes(path.with_name("samples-latest.png"), lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+        for target in (path, path.with_name("samples-latest.png")):
+            atomic_write(target, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
         writer.put_image(name="Samples/grid", image=grid.permute(1, 2, 0).cpu(), step=step)
         return path
