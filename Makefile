@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[test]" "wandb<0.26"
+	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import torch
 from nerfstudio.configs.base_config import LoggingConfig, LocalWriterConfig, MachineConfig, ViewerConfig
+from triplane_gan_ns.training.augment import AugmentConfig
 from triplane_gan_ns.training.optimizers import AdamBetasOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from triplane_gan_ns.backbones.stylegan2 import StyleGAN2BackboneConfig
 from triplane_gan_ns.data.datamanager import GanDataManagerConfig
 from triplane_gan_ns.data.renders_dataparser import RendersDataParserConfig
+from triplane_gan_ns.discriminators.multiview import MultiViewDiscriminatorConfig
 from triplane_gan_ns.discriminators.stylegan2_resnet import StyleGAN2ResnetDiscriminatorConfig
 from triplane_gan_ns.errors import install_excepthook
 from triplane_gan_ns.fields.triplane import TriplaneFieldConfig
@@ -58,9 +60,12 @@ triplane_gan = MethodSpecification(
                     num_importance_samples=48,
                     superresolution=SuperResolutionConfig(channels=128),
                 ),
-                discriminator=StyleGAN2ResnetDiscriminatorConfig(),
+                discriminator=MultiViewDiscriminatorConfig(num_views=3, image=StyleGAN2ResnetDiscriminatorConfig()),
             ),
             r1_gamma=1.0,
+            blur_init_sigma=10.0,
+            blur_fade_kimg=200.0,
+            augment=AugmentConfig(mode="ada"),
         ),
         optimizers=_optimizers(0.0025, 0.002),
     ),
@@ -79,7 +84,7 @@ triplane_gan_tiny = MethodSpecification(
         viewer=ViewerConfig(quit_on_train_completion=True, websocket_host="127.0.0.1"),
         pipeline=GanPipelineConfig(
             datamanager=GanDataManagerConfig(
-                dataparser=RendersDataParserConfig(), resolution=32, batch_size=8, num_workers=0, cache_images=True
+                dataparser=RendersDataParserConfig(), resolution=32, batch_size=4, num_workers=0, cache_images=True
             ),
             model=TriplaneGANModelConfig(
                 generator=TriplaneGeneratorConfig(
@@ -97,11 +102,15 @@ triplane_gan_tiny = MethodSpecification(
                     num_coarse_samples=16,
                     num_importance_samples=16,
                 ),
-                discriminator=StyleGAN2ResnetDiscriminatorConfig(channel_base=1024, channel_max=64),
+                discriminator=MultiViewDiscriminatorConfig(
+                    num_views=3, image=StyleGAN2ResnetDiscriminatorConfig(channel_base=1024, channel_max=64)
+                ),
                 eval_num_rays_per_chunk=4096,
             ),
             r1_gamma=1.0,
             r1_interval=4,
+            ema_half_life_kimg=0.5,
+            augment=AugmentConfig(mode="none"),
         ),
         optimizers=_optimizers(0.0025, 0.002),
     ),
