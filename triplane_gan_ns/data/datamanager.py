@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, Literal, Optional, Type, Union
+from functools import lru_cache
+from typing import Dict, Iterator, List, Literal, Optional, Type, Union
 
 import torch
+import torch.distributed as dist
 import tyro
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from triplane_gan_ns.data.dataset import ClassImageDataset
 from triplane_gan_ns.data.imagenet_dataparser import ImageFolderDataParserConfig
@@ -33,6 +35,37 @@ DATAPARSERS = {
 DataParserChoice = tyro.conf.OmitSubcommandPrefixes[
     tyro.extras.subcommand_type_from_defaults(DATAPARSERS, prefix_names=False)  # type: ignore[misc]
 ]
+
+
+class StepBatchSampler(Sampler[List[int]]):
+    """Endless batches that are a pure function of (seed, step, rank), so a resumed run sees the same data.
+
+    The data is read in epochs, each a permutation seeded by ``seed + epoch``; step ``s`` takes the global
+    positions ``[s * B * W, (s + 1) * B * W)`` of the concatenated epochs and rank ``r`` its ``B``-slice, so the
+    ranks of a distributed run see different images.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.num_items = num_items
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.start_step = 0
+
+    @lru_cache(maxsize=2)
+    def _permutation(self, epoch: int) -> List[int]:
+        return torch.randperm(self.num_items, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+
+    def indices(self, step: int) -> List[int]:
+        start = (step * self.world_size + self.rank) * self.batch_size
+        return [self._permutation(p // self.num_items)[p % self.num_items] for p in range(start, start + self.batch_size)]
+
+    def __iter__(self) -> Iterator[List[int]]:
+        step = self.start_step
+        while True:
+            yield self.indices(step)
+            step += 1
 
 
 @dataclass
@@ -88,7 +121,7 @@ class GanDataManager(DataManager):
         )
         self.eval_dataset = None
         self._iterator: Iterator | None = None
-        self._generator = torch.Generator().manual_seed(config.seed + 1)
+        self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else local_rank
         self._unreadable: Dict[int, str] = dict(self.train_dataset.cache_errors)
         self._reported = 0
         self._last_report_step: Optional[int] = None
@@ -100,17 +133,21 @@ class GanDataManager(DataManager):
         return len(self._unreadable)
 
     def setup_train(self) -> None:
-        generator = torch.Generator().manual_seed(self.config.seed)
+        self.sampler = StepBatchSampler(
+            len(self.train_dataset), self.config.batch_size, self.config.seed, self.rank, self.world_size
+        )
         self.train_dataloader = DataLoader(
             self.train_dataset,
-            batch_size=min(self.config.batch_size, len(self.train_dataset)),
-            shuffle=True,
-            drop_last=True,
-            generator=generator,
+            batch_sampler=self.sampler,
+            generator=torch.Generator().manual_seed(self.config.seed),  # keep the global RNG untouched
             num_workers=self.config.num_workers,
-            persistent_workers=self.config.num_workers > 0,
             pin_memory=str(self.device).startswith("cuda"),
         )
+
+    def skip_to_step(self, step: int) -> None:
+        """Continue the data stream at ``step`` (resuming a run)."""
+        self.sampler.start_step = step
+        self._iterator = None
 
     def setup_eval(self) -> None:
         """No held-out split: GAN evaluation compares generated images with the training images."""
@@ -118,11 +155,7 @@ class GanDataManager(DataManager):
     def _next_batch(self) -> Dict:
         if self._iterator is None:
             self._iterator = iter(self.train_dataloader)
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            self._iterator = iter(self.train_dataloader)
-            return next(self._iterator)
+        return next(self._iterator)
 
     def _readable_batch(self) -> Dict:
         """The next batch with at least one readable image; unreadable files are recorded."""
@@ -142,15 +175,16 @@ class GanDataManager(DataManager):
 
     def next_train(self, step: int) -> Dict[str, Tensor]:  # type: ignore[override]
         self.train_count += 1
+        generator = torch.Generator().manual_seed((self.config.seed * 1_000_003 + step) * 4099 + self.rank)
         batch = self._readable_batch()
         image, label, valid = batch["image"], batch["label"], batch["valid"]
         if not valid.all():
             readable = valid.nonzero()[:, 0]
-            substitute = readable[torch.randint(len(readable), (len(valid),), generator=self._generator)]
+            substitute = readable[torch.randint(len(readable), (len(valid),), generator=generator)]
             index = torch.where(valid, torch.arange(len(valid)), substitute)
             image, label = image[index], label[index]
         if self.config.hflip:
-            flip = torch.rand(len(image), generator=self._generator) < 0.5
+            flip = torch.rand(len(image), generator=generator) < 0.5
             image = torch.where(flip[:, None, None, None], image.flip(2), image)
         self._report_unreadable(step)
         return {
