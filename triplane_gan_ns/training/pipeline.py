@@ -20,6 +20,7 @@ from typing import Dict, Literal, Optional, Tuple, Type
 
 import kornia
 import torch
+import torch.distributed as dist
 from jaxtyping import Float, Int
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from torch import Tensor
@@ -76,9 +77,30 @@ class GanPipeline(VanillaPipeline):
     config: GanPipelineConfig
     datamanager: GanDataManager
 
-    def __init__(self, config: GanPipelineConfig, device: str, *args, **kwargs) -> None:
-        super().__init__(config, device, *args, **kwargs)
+    def __init__(
+        self,
+        config: GanPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler=None,
+    ) -> None:
+        # No DistributedDataParallel wrapper: a GAN step runs several forwards through two networks, so the
+        # trainer averages gradients across ranks itself (all_reduce_grads) after each backward.
+        super().__init__(config, device, test_mode, world_size=1, local_rank=local_rank, grad_scaler=grad_scaler)
+        self.world_size = world_size
+        if world_size > 1:  # shard the data between ranks
+            self.datamanager.world_size = world_size
+            self.datamanager.setup_train()
         self.augmenter = Augmenter(config.augment).to(device)
+        if self.distributed:
+            for tensor in self.state_dict().values():  # every rank starts from rank 0's weights
+                dist.broadcast(tensor, src=0)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
 
     @property
     def gan_model(self) -> TriplaneGANModel:
@@ -194,6 +216,7 @@ class GanPipeline(VanillaPipeline):
             "fake_score_d": fake_logits.detach().mean(),
             "augment_p": self.augmenter.p.detach().clone(),
             "blur_sigma": torch.tensor(self.blur_sigma(step)),
+            "skipped_files": torch.tensor(float(self.datamanager.skipped_files)),
         }
         if do_r1:
             # gradient w.r.t. the un-augmented photo (the augmentation is part of the discriminator here);
@@ -209,6 +232,13 @@ class GanPipeline(VanillaPipeline):
         model = self.gan_model
         images = self.datamanager.config.batch_size * self.world_size
         beta = ema_beta(images, self.config.ema_half_life_kimg, self.config.ema_rampup, self.images_seen(step + 1))
+        if self.distributed:  # running averages of w and the ADA statistic: mean / sum over ranks
+            for buffer in model.generator.buffers():
+                if buffer.is_floating_point():
+                    dist.all_reduce(buffer)
+                    buffer /= self.world_size
+            for stat in (self.augmenter.sign_sum, self.augmenter.sign_count):
+                dist.all_reduce(stat)
         update_ema(model.generator_ema, model.generator, beta)
         self.augmenter.update(step, images)
 

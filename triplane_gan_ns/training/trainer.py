@@ -19,6 +19,7 @@ from typing import Dict, Type
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
@@ -129,16 +130,14 @@ class GanTrainer(Trainer):
                 loss = functools.reduce(torch.add, losses.values())
             loss_dict.update({k: v.detach().float() for k, v in losses.items()})
             metrics_dict.update(metrics)
-            params = self.optimizers.parameters[phase]
-            if torch.isfinite(loss):
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-                metrics_dict[f"grad_norm_{phase}"] = grad_norm.detach()
-                if torch.isfinite(grad_norm) and grad_norm <= self.config.max_grad_norm:
-                    self.optimizers.optimizer_step(phase)
-                    continue
-            self.optimizers.zero_grad_some([phase])
-            skipped.append(phase)
+            loss.backward()
+            finite, grad_norm = self._reduce_grads(phase, loss)
+            metrics_dict[f"grad_norm_{phase}"] = grad_norm
+            if finite and grad_norm <= self.config.max_grad_norm:
+                self.optimizers.optimizer_step(phase)
+            else:
+                self.optimizers.zero_grad_some([phase])
+                skipped.append(phase)
         if skipped:
             self._bad_steps += 1
             CONSOLE.print(f"[yellow]step {step}: non-finite or exploding {' and '.join(skipped)} loss/gradients; step skipped")
@@ -154,6 +153,21 @@ class GanTrainer(Trainer):
         metrics_dict["skipped_steps_in_a_row"] = torch.tensor(float(self._bad_steps))
         total = functools.reduce(torch.add, loss_dict.values())
         return total, loss_dict, metrics_dict
+
+    def _reduce_grads(self, phase: str, loss: torch.Tensor) -> tuple[bool, torch.Tensor]:
+        """Average the phase's gradients (and its loss) over ranks in one all-reduce; report whether all are
+        finite on every rank, and the gradient norm.  Every rank reaches the same decision."""
+        params = self.optimizers.parameters[phase]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().float().reshape(1)])
+        if self.world_size > 1 and dist.is_initialized():
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            offset = 0
+            for p, g in zip(params, grads):
+                p.grad = flat[offset : offset + g.numel()].view_as(g)
+                offset += g.numel()
+        return bool(torch.isfinite(flat).all()), flat[:-1].norm().detach()
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
@@ -202,6 +216,8 @@ class GanTrainer(Trainer):
         self.grad_scaler.load_state_dict(state["scalers"])
         if "rng" in state:
             set_rng_state(state["rng"])
+            if self.world_size > 1:  # ranks must keep drawing different latents: derive one seed per rank
+                torch.manual_seed(int(torch.randint(2**31, ())) + dist.get_rank())
         self._start_step = state["step"] + 1
         self.pipeline.datamanager.skip_to_step(self._start_step)
         CONSOLE.print(f"Resumed from {path} at step {self._start_step}")
