@@ -1,4 +1,8 @@
-"""Presets registered with nerfstudio: ``ns-train triplane-gan`` (paper scale) and ``triplane-gan-tiny`` (CPU).
+"""Presets registered with nerfstudio:
+
+* ``ns-train triplane-gan``: the paper's configuration on ImageNet-style class folders (or a prepared archive);
+* ``ns-train triplane-gan-shapenet``: ShapeNet-style renders (SRN layout), EG3D's ShapeNet settings;
+* ``ns-train triplane-gan-tiny``: minutes on a CPU, on the embedded analytic shapes.
 
 Only assembles configs; every class comes from ``triplane_gan_ns``.
 """
@@ -6,13 +10,12 @@ Only assembles configs; every class comes from ``triplane_gan_ns``.
 from __future__ import annotations
 
 import torch
-from nerfstudio.configs.base_config import LoggingConfig, LocalWriterConfig, MachineConfig, ViewerConfig
-from triplane_gan_ns.training.augment import AugmentConfig
-from triplane_gan_ns.training.optimizers import AdamBetasOptimizerConfig
+from nerfstudio.configs.base_config import LocalWriterConfig, LoggingConfig, MachineConfig, ViewerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from triplane_gan_ns.backbones.stylegan2 import StyleGAN2BackboneConfig
 from triplane_gan_ns.data.datamanager import GanDataManagerConfig
+from triplane_gan_ns.data.imagenet_dataparser import ImageFolderDataParserConfig
 from triplane_gan_ns.data.renders_dataparser import RendersDataParserConfig
 from triplane_gan_ns.discriminators.multiview import MultiViewDiscriminatorConfig
 from triplane_gan_ns.discriminators.stylegan2_resnet import StyleGAN2ResnetDiscriminatorConfig
@@ -21,6 +24,8 @@ from triplane_gan_ns.fields.triplane import TriplaneFieldConfig
 from triplane_gan_ns.generator import TriplaneGeneratorConfig
 from triplane_gan_ns.model import TriplaneGANModelConfig
 from triplane_gan_ns.superresolution import SuperResolutionConfig
+from triplane_gan_ns.training.augment import AugmentConfig
+from triplane_gan_ns.training.optimizers import AdamBetasOptimizerConfig
 from triplane_gan_ns.training.pipeline import GanPipelineConfig
 from triplane_gan_ns.training.trainer import GanTrainerConfig
 
@@ -33,8 +38,26 @@ def _optimizers(g_lr: float, d_lr: float) -> dict:
     """Separate Adam per network with StyleGAN2's betas (0, 0.99)."""
     return {
         "generator": {"optimizer": AdamBetasOptimizerConfig(lr=g_lr, eps=1e-8, betas=(0.0, 0.99)), "scheduler": None},
-        "discriminator": {"optimizer": AdamBetasOptimizerConfig(lr=d_lr, eps=1e-8, betas=(0.0, 0.99)), "scheduler": None},
+        "discriminator": {
+            "optimizer": AdamBetasOptimizerConfig(lr=d_lr, eps=1e-8, betas=(0.0, 0.99)),
+            "scheduler": None,
+        },
     }
+
+
+def _paper_model() -> TriplaneGANModelConfig:
+    """StyleGAN2 backbone with the extra blocks, 3x32x256² planes, 3x64 decoder, 3 views per latent."""
+    return TriplaneGANModelConfig(
+        generator=TriplaneGeneratorConfig(
+            backbone=StyleGAN2BackboneConfig(z_dim=512, w_dim=512, plane_channels=32, plane_resolution=256),
+            field=TriplaneFieldConfig(hidden_dim=64, num_hidden_layers=3, feature_dim=32),
+            neural_resolution=64,
+            num_coarse_samples=48,
+            num_importance_samples=48,
+            superresolution=SuperResolutionConfig(channels=128),
+        ),
+        discriminator=MultiViewDiscriminatorConfig(num_views=3, image=StyleGAN2ResnetDiscriminatorConfig()),
+    )
 
 
 triplane_gan = MethodSpecification(
@@ -47,21 +70,14 @@ triplane_gan = MethodSpecification(
         vis="tensorboard",
         pipeline=GanPipelineConfig(
             datamanager=GanDataManagerConfig(
-                dataparser=RendersDataParserConfig(), resolution=128, batch_size=32, num_workers=8, cache_images=False
+                dataparser=ImageFolderDataParserConfig(),
+                resolution=128,
+                batch_size=32,
+                num_workers=8,
+                cache_images=False,
+                hflip=True,
             ),
-            model=TriplaneGANModelConfig(
-                generator=TriplaneGeneratorConfig(
-                    backbone=StyleGAN2BackboneConfig(
-                        z_dim=512, w_dim=512, plane_channels=32, plane_resolution=256, extra_blocks=True
-                    ),
-                    field=TriplaneFieldConfig(hidden_dim=64, num_hidden_layers=3, feature_dim=32),
-                    neural_resolution=64,
-                    num_coarse_samples=48,
-                    num_importance_samples=48,
-                    superresolution=SuperResolutionConfig(channels=128),
-                ),
-                discriminator=MultiViewDiscriminatorConfig(num_views=3, image=StyleGAN2ResnetDiscriminatorConfig()),
-            ),
+            model=_paper_model(),
             r1_gamma=1.0,
             blur_init_sigma=10.0,
             blur_fade_kimg=200.0,
@@ -69,7 +85,36 @@ triplane_gan = MethodSpecification(
         ),
         optimizers=_optimizers(0.0025, 0.002),
     ),
-    description="Class-conditional triplane GAN from unposed photos (Shen & Wang), paper configuration.",
+    description="Class-conditional triplane GAN from unposed ImageNet photos (Shen & Wang), paper configuration.",
+)
+
+_shapenet_model = _paper_model()
+_shapenet_model.generator.background = "white"
+
+triplane_gan_shapenet = MethodSpecification(
+    config=GanTrainerConfig(
+        method_name="triplane-gan-shapenet",
+        max_num_iterations=200_000,
+        steps_per_save=2000,
+        mixed_precision=False,
+        machine=MachineConfig(device_type=DEVICE),
+        vis="tensorboard",
+        pipeline=GanPipelineConfig(
+            datamanager=GanDataManagerConfig(
+                dataparser=RendersDataParserConfig(),
+                resolution=128,
+                batch_size=32,
+                num_workers=8,
+                cache_images=False,
+            ),
+            model=_shapenet_model,
+            r1_gamma=0.3,
+            blur_init_sigma=0.0,
+            augment=AugmentConfig(mode="none"),
+        ),
+        optimizers=_optimizers(0.0025, 0.002),
+    ),
+    description="Triplane GAN on ShapeNet-style renders (SRN layout; categories are classes), for validation.",
 )
 
 triplane_gan_tiny = MethodSpecification(

@@ -57,6 +57,8 @@ def test_sample_grid_png_has_classes_by_views(tiny_run):
     grid = np.asarray(Image.open(tiny_run / "samples" / "samples-latest.png"))
     assert grid.shape == (4 * 32, 6 * 32, 3)  # 4 embedded classes x 6 azimuths at 32 px
     assert grid.std() > 1.0  # not a blank image
+    orbit = Image.open(tiny_run / "samples" / "orbit-latest.gif")
+    assert orbit.n_frames == 24 and orbit.size == (32, 32)
 
 
 def test_checkpoint_loads_back_through_nerfstudio(tiny_run):

@@ -153,6 +153,19 @@ class TriplaneGANModel(Model):
             rows.append(torch.cat(list(out["image"].clamp(0, 1)), dim=2))  # [3, H, V*W]
         return torch.cat(rows, dim=1)
 
+    @torch.no_grad()
+    def orbit(self, class_index: int, seed: int, num_frames: int = 24, elevation_degrees: float = 20.0) -> Tensor:
+        """Frames [F, 3, H, W] of one latent seen from a full circle of azimuths (EMA generator)."""
+        out = self.generate(
+            self.seeded_latents([seed]),
+            torch.tensor([class_index], device=self.device),
+            cameras=self.orbit_cameras(num_frames, elevation_degrees),
+            truncation_psi=self.config.preview_truncation,
+            noise_mode="const",
+            use_ema=True,
+        )
+        return out["image"].clamp(0, 1)
+
     # ---- nerfstudio Model interface: render the preview latent ------------------------------------------
     def _preview_planes(self) -> Tuple[Tensor, Tensor]:
         z = self.seeded_latents([self.config.preview_seed])

@@ -41,6 +41,8 @@ class GanTrainerConfig(TrainerConfig):
     """The GAN pipeline."""
     sample_grid_views: int = 6
     """Views (columns) of the sample grid written with every checkpoint."""
+    orbit_frames: int = 24
+    """Frames of the fixed-latent orbit GIF written with every checkpoint (0 = none)."""
     max_grad_norm: float = float("inf")
     """A step whose gradient norm exceeds this (or is not finite) is skipped."""
     max_consecutive_bad_steps: int = 20
@@ -187,7 +189,7 @@ class GanTrainer(Trainer):
             for f in self.checkpoint_dir.glob("step-*.ckpt"):
                 if f != ckpt_path:
                     f.unlink()
-        self.write_sample_grid(step)
+        self.write_samples(step)
 
     def _load_checkpoint(self) -> None:
         """Resume from ``--load-dir`` (latest or ``--load-step``) or ``--load-checkpoint``, restoring RNGs."""
@@ -222,12 +224,22 @@ class GanTrainer(Trainer):
         self.pipeline.datamanager.skip_to_step(self._start_step)
         CONSOLE.print(f"Resumed from {path} at step {self._start_step}")
 
-    def write_sample_grid(self, step: int) -> Path:
-        """PNG of several classes (rows) x camera azimuths (columns) of the EMA generator."""
-        grid = self.pipeline.gan_model.sample_grid(num_views=self.config.sample_grid_views)
+    def write_samples(self, step: int) -> Path:
+        """``samples/samples-STEP.png``: classes (rows) x azimuths (columns) of the EMA generator, and
+        ``samples/orbit-latest.gif``: the fixed latent (class 0, seed 0) turning around; both also logged."""
+        model = self.pipeline.gan_model
+        grid = model.sample_grid(num_views=self.config.sample_grid_views)
         array = (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         path = self.base_dir / "samples" / f"samples-{step:09d}.png"
         for target in (path, path.with_name("samples-latest.png")):
             atomic_write(target, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
         writer.put_image(name="Samples/grid", image=grid.permute(1, 2, 0).cpu(), step=step)
+        if self.config.orbit_frames > 0:
+            frames = model.orbit(0, 0, self.config.orbit_frames)
+            images = [Image.fromarray(f) for f in (frames.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)]
+            atomic_write(
+                path.with_name("orbit-latest.gif"),
+                lambda tmp: images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=80, loop=0),
+            )
+            writer.put_image(name="Samples/orbit", image=torch.cat(list(frames[:: max(1, len(frames) // 8)]), dim=2).permute(1, 2, 0).cpu(), step=step)
         return path
