@@ -99,3 +99,33 @@ def test_unknown_component_name_is_rejected_with_choices(tmp_path):
     assert "Traceback" not in result.stderr
     text = result.stdout + result.stderr
     assert "stylegan3-alias-free" in text and "stylegan2-triplane" in text
+
+
+def test_generator_loads_from_the_run_folder_without_data(tiny_run):
+    import json
+
+    from triplane_gan_ns.inference import load_model
+
+    index = json.loads((tiny_run / "class_index.json").read_text())
+    assert [c["name"] for c in index["classes"]] == ["cube", "cylinder", "sphere", "torus"]
+    assert index["resolution"] == 32
+    model, ckpt = load_model(tiny_run / "config.yml")
+    assert ckpt.name == "step-000000003.ckpt"
+    state = _load(ckpt)["pipeline"]
+    torch.testing.assert_close(
+        model.generator_ema.backbone.w_avg, state["_model.generator_ema.backbone.w_avg"]
+    )
+    a = model.orbit(1, 5, num_frames=2)
+    b = model.orbit(1, 5, num_frames=2)
+    assert torch.equal(a, b) and a.shape == (2, 3, 32, 32)
+
+
+def test_loading_errors_are_one_line(tmp_path, tiny_run):
+    from triplane_gan_ns.errors import UserError
+    from triplane_gan_ns.inference import load_model
+
+    with pytest.raises(UserError, match="does not exist"):
+        load_model(tmp_path / "config.yml")
+    (tmp_path / "config.yml").write_text("{not: [valid")
+    with pytest.raises(UserError, match="not a readable"):
+        load_model(tmp_path / "config.yml")

@@ -11,6 +11,7 @@ grid of samples.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.training.pipeline import GanPipeline, GanPipelineConfig
 
 PHASES = ("discriminator", "generator")
+CLASS_INDEX = "class_index.json"
 
 
 @dataclass
@@ -111,10 +113,26 @@ class GanTrainer(Trainer):
     def setup(self, test_mode="val") -> None:
         super().setup(test_mode)
         self._bad_steps = 0
+        self.write_class_index()
         if self.config.compile:  # compile the forwards, keeping module names (and checkpoint keys) unchanged
             model = self.pipeline.gan_model
             model.generator.backbone.synthesis = torch.compile(model.generator.backbone.synthesis)
             model.discriminator.forward = torch.compile(model.discriminator.forward)
+
+    @check_main_thread
+    def write_class_index(self) -> Path:
+        """``class_index.json`` in the run folder: the stable label -> class mapping and the image resolution,
+        everything needed (with config.yml and a checkpoint) to use the generator without the data."""
+        model = self.pipeline.gan_model
+        metadata = self.pipeline.datamanager.train_dataset.metadata
+        ids = list(metadata.get("class_ids", model.class_names))
+        index = {
+            "resolution": model.resolution,
+            "classes": [{"index": i, "id": ids[i], "name": n} for i, n in enumerate(model.class_names)],
+        }
+        path = self.base_dir / CLASS_INDEX
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(index, indent=1)))
+        return path
 
     def _autocast(self):
         if self.mixed_precision and self.device.startswith("cuda"):

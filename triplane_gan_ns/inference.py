@@ -1,0 +1,62 @@
+"""Load a trained generator from a run folder, without the training data.
+
+A run folder (``outputs/<experiment>/<method>/<timestamp>``) holds ``config.yml``, ``class_index.json`` and
+``nerfstudio_models/step-*.ckpt``; ``load_model`` rebuilds the model from the first two and loads the
+weights of the latest (or a given) checkpoint with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+import yaml
+from nerfstudio.data.scene_box import SceneBox
+
+from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.model import TriplaneGANModel
+from triplane_gan_ns.training.trainer import CLASS_INDEX, load_checkpoint_file
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    ckpts = sorted((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
+    if not ckpts:
+        raise UserError(f"no checkpoint in {run_dir / 'nerfstudio_models'}; train first or pass --checkpoint")
+    return ckpts[-1]
+
+
+def load_model(
+    config_path: Path, checkpoint: Optional[Path] = None, device: str | torch.device = "cpu"
+) -> Tuple[TriplaneGANModel, Path]:
+    """(model in eval mode on ``device``, checkpoint used) from a run's ``config.yml``."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise UserError(f"config {config_path} does not exist; pass the config.yml of a training run")
+    try:
+        config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    except yaml.YAMLError as err:
+        raise UserError(f"config {config_path} is not a readable config.yml ({str(err).splitlines()[0]})") from None
+    model_config = getattr(getattr(config, "pipeline", None), "model", None)
+    if model_config is None or not hasattr(model_config, "generator"):
+        raise UserError(f"config {config_path} is not a triplane-gan-ns run (method {getattr(config, 'method_name', '?')})")
+    run_dir = config_path.parent
+    index_path = run_dir / CLASS_INDEX
+    if not index_path.is_file():
+        raise UserError(f"{index_path} is missing; it is written when training starts")
+    index = json.loads(index_path.read_text())
+    class_names: List[str] = [c["name"] for c in index["classes"]]
+    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
+    state = load_checkpoint_file(ckpt)
+    model = model_config.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
+        num_train_data=0,
+        metadata={"class_names": class_names, "resolution": index["resolution"]},
+    )
+    weights = {k[len("_model.") :]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise UserError(f"checkpoint {ckpt} does not match {config_path} ({str(err).splitlines()[0][:160]})") from None
+    return model.to(device).eval(), ckpt
