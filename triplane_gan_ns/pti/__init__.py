@@ -1,0 +1,1 @@
+"""Single-photo 3D reconstruction by two-stage Pivotal Tuning Inversion."""

@@ -1,0 +1,188 @@
+"""``triplane-gan invert``: one photo (or a folder of photos) to a 3D model with two-stage PTI.
+
+For each photo, ``OUTPUT_DIR/<photo stem>/`` receives: ``input.png`` (the aligned photo: centre-cropped to a
+square and resized; EXIF orientation, alpha, grayscale and CMYK handled), ``stage1.png`` / ``stage2.png``
+(reconstructions after each stage), ``losses.json`` (per step), ``pivot.pt`` (the latent: ``ws`` and
+``class_index``), and ``run/.../config.yml`` with a checkpoint holding the tuned generator, which
+``triplane-gan render``, ``triplane-gan export-mesh`` and ``ns-viewer`` load like any training run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import tyro
+import yaml
+from PIL import Image
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from typing_extensions import Annotated
+
+from triplane_gan_ns.data.dataset import try_load_square_rgb
+from triplane_gan_ns.data.renders_dataparser import IMAGE_SUFFIXES
+from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.inference import load_model
+from triplane_gan_ns.model import TriplaneGANModel
+from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+from triplane_gan_ns.pti.invert import InversionConfig, InversionResult, invert
+from triplane_gan_ns.pti.perceptual import PerceptualName, build_perceptual
+from triplane_gan_ns.training.trainer import CLASS_INDEX, atomic_write
+
+PHOTO_SUFFIXES = IMAGE_SUFFIXES | {".jpeg", ".tif", ".tiff", ".gif"}
+
+
+def to_png(image: torch.Tensor, path: Path) -> None:
+    """Write a [1, 3, H, W] or [3, H, W] image in [0, 1] as PNG, atomically."""
+    array = (image.detach().reshape(-1, *image.shape[-2:]).permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255)
+    pil = Image.fromarray(array.round().astype(np.uint8))
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def resolve_class(model: TriplaneGANModel, value: Optional[str]) -> Optional[int]:
+    """A class index from an index or a class name; None when not given."""
+    if value is None:
+        return None
+    names = model.class_names
+    if value.isdigit():
+        index = int(value)
+        if not 0 <= index < len(names):
+            raise UserError(f"class {index} is out of range; this generator has classes 0..{len(names) - 1}")
+        return index
+    if value in names:
+        return names.index(value)
+    raise UserError(f"unknown class {value!r}; known: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+
+
+@torch.no_grad()
+def guess_class(model: TriplaneGANModel, photo: torch.Tensor, chunk: int = 64) -> int:
+    """The class whose conditioning makes the discriminator find the photo most real."""
+    scores = []
+    for start in range(0, model.num_classes, chunk):
+        labels = torch.arange(start, min(start + chunk, model.num_classes), device=photo.device)
+        scores.append(model.discriminator(photo.expand(len(labels), -1, -1, -1) * 2 - 1, labels))
+    return int(torch.cat(scores).argmax())
+
+
+def save_tuned_run(model: TriplaneGANModel, result: InversionResult, config_path: Path, checkpoint: Path, out: Path) -> Path:
+    """A run folder whose checkpoint holds the tuned generator (as both generator and EMA generator)."""
+    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    config.output_dir = out
+    config.experiment_name = "pti"
+    config.timestamp = "tuned"
+    base = config.get_base_dir()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    tuned = {k: v.detach().cpu() for k, v in result.generator.state_dict().items()}
+    for prefix in ("_model.generator.", "_model.generator_ema."):
+        for key, value in tuned.items():
+            state["pipeline"][prefix + key] = value
+    atomic_write(base / "config.yml", lambda tmp: tmp.write_text(yaml.dump(config), "utf8"))
+    atomic_write(base / CLASS_INDEX, lambda tmp: tmp.write_bytes((config_path.parent / CLASS_INDEX).read_bytes()))
+    ckpt = base / "nerfstudio_models" / checkpoint.name
+    atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+    return base / "config.yml"
+
+
+@dataclass
+class Invert:
+    """Reconstruct a whole 3D object from one photo (or every photo of a folder) with two-stage PTI."""
+
+    load_config: Path
+    """config.yml of a training run."""
+    image: Path
+    """A photo, or a folder of photos (each gets its own output folder; bad files are reported and skipped)."""
+    output_dir: Path = Path("outputs/inversions")
+    """Where the results go (one sub-folder per photo)."""
+    class_: Annotated[Optional[str], tyro.conf.arg(name="class")] = None
+    """Class of the object, by index or name; default: the class the discriminator finds most plausible."""
+    checkpoint: Optional[Path] = None
+    """A specific checkpoint of the run (default: the latest)."""
+    perceptual: PerceptualName = "lpips-vgg"
+    """Perceptual distance: lpips-vgg (needs VGG16 weights) or efficientnet-lite0 (offline)."""
+    perceptual_weights: Optional[Path] = None
+    """Path of torchvision's vgg16-397923af.pth for lpips-vgg (default: the torch hub cache)."""
+    yaw_degrees: float = 0.0
+    """Azimuth of the fixed camera the photo is assumed to be taken from."""
+    pitch_degrees: float = 0.0
+    """Elevation of the fixed camera."""
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    """Device to run on."""
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    """Step counts, learning rates and loss weights of both stages."""
+
+    def main(self) -> None:
+        photos = self._photos()
+        model, ckpt = load_model(self.load_config, self.checkpoint, device=self.device)
+        perceptual = build_perceptual(self.perceptual, self.perceptual_weights, device=self.device)
+        class_index = resolve_class(model, self.class_)
+        failures: List[Tuple[Path, str]] = []
+        for photo in photos:
+            try:
+                self.invert_one(model, ckpt, perceptual, photo, class_index)
+            except UserError as err:
+                if len(photos) == 1:
+                    raise
+                failures.append((photo, str(err)))
+                print(f"skipped {photo}: {err}")
+        if len(photos) > 1:
+            print(f"inverted {len(photos) - len(failures)} of {len(photos)} photos into {self.output_dir}")
+            for photo, reason in failures:
+                print(f"  failed: {photo}: {reason}")
+
+    def _photos(self) -> List[Path]:
+        if self.image.is_dir():
+            photos = sorted(p for p in self.image.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+            if not photos:
+                raise UserError(f"no photos in {self.image} (suffixes {', '.join(sorted(PHOTO_SUFFIXES))})")
+            return photos
+        if not self.image.is_file():
+            raise UserError(f"photo {self.image} does not exist; pass an image file or a folder of images")
+        return [self.image]
+
+    def invert_one(
+        self, model: TriplaneGANModel, ckpt: Path, perceptual, photo: Path, class_index: Optional[int]
+    ) -> Path:
+        array, reason = try_load_square_rgb(photo, model.resolution)
+        if array is None:
+            raise UserError(f"{photo} is not a readable image ({reason})")
+        out = self.output_dir / photo.stem
+        target = torch.from_numpy(array).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        if class_index is None:
+            class_index = guess_class(model, target)
+        camera = model.pose_sampler.cameras_from_directions(
+            yaw_pitch_directions(torch.tensor([math.radians(self.yaw_degrees)]), torch.tensor([math.radians(self.pitch_degrees)])),
+            model.config.generator.neural_resolution,
+        ).to(self.device)
+        generator = copy.deepcopy(model.generator_ema)
+        columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+        with Progress(*columns) as bar:
+            tasks: Dict[str, int] = {}
+
+            def report(stage: str, step: int, total: int, row: Dict[str, float]) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(f"{photo.stem}: {stage}", total=total, info="")
+                bar.update(tasks[stage], completed=step, info=f"perceptual {row['perceptual']:.4f} l2 {row['l2']:.5f}")
+
+            result = invert(generator, target, class_index, camera, perceptual, self.inversion, report)
+        to_png(target, out / "input.png")
+        to_png(result.stage1_image, out / "stage1.png")
+        to_png(result.stage2_image, out / "stage2.png")
+        summary = {
+            "photo": str(photo),
+            "class_index": class_index,
+            "class_name": model.class_names[class_index] if model.class_names else "",
+            "camera": {"yaw_degrees": self.yaw_degrees, "pitch_degrees": self.pitch_degrees},
+            "perceptual": self.perceptual,
+            "losses": result.losses,
+        }
+        atomic_write(out / "losses.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+        pivot = {"ws": result.ws.detach().cpu(), "class_index": class_index}
+        atomic_write(out / "pivot.pt", lambda tmp: torch.save(pivot, tmp))
+        save_tuned_run(model, result, self.load_config, ckpt, out / "run")
+        return out

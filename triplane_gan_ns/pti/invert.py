@@ -1,0 +1,229 @@
+"""Two-stage Pivotal Tuning Inversion (Roich et al.) of one photo into the 3D generator, from one fixed camera.
+
+Stage 1 (latent): starting from the class's average w, optimise w (one vector, or one per layer with
+``w_plus``) and, optionally, the generator's constant noise maps, so that the rendering from the fixed camera
+matches the photo under perceptual + pixel L2 loss; noise maps are kept Gaussian by a multi-scale
+autocorrelation penalty; the learning rate ramps up, then down with a cosine.
+
+Stage 2 (generator): freeze that pivot w and fine-tune the generator's weights (a copy; the loaded model is
+never changed) with the same loss, stopping early when the perceptual distance is low enough.  The optional
+locality regulariser keeps the tuned generator's renders of random latents near the pivot equal to the
+original generator's.
+
+The camera can be any pose, as long as it stays the same for the whole inversion (the paper's Fig. 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras
+from torch import Tensor, nn
+
+from triplane_gan_ns.generator import TriplaneGenerator
+
+
+@dataclass
+class InversionConfig:
+    """Settings of both PTI stages (defaults: the PTI paper)."""
+
+    latent_steps: int = 450
+    """Stage 1 steps (optimising the latent)."""
+    latent_lr: float = 0.01
+    """Stage 1 peak learning rate."""
+    w_plus: bool = False
+    """Optimise one w per layer (W+) instead of a single w."""
+    optimize_noise: bool = True
+    """Also optimise the constant noise maps in stage 1."""
+    noise_regularization: float = 1e5
+    """Weight of the noise autocorrelation penalty."""
+    initial_noise_factor: float = 0.05
+    """Noise added to w early in stage 1, as a fraction of the spread of w (decays to zero)."""
+    noise_ramp_length: float = 0.75
+    """Fraction of stage 1 over which that noise decays."""
+    lr_rampdown_length: float = 0.25
+    """Fraction of stage 1 at the end with a cosine ramp-down of the learning rate."""
+    lr_rampup_length: float = 0.05
+    """Fraction of stage 1 at the start with a linear ramp-up of the learning rate."""
+    generator_steps: int = 350
+    """Stage 2 steps (pivotal tuning of the generator)."""
+    generator_lr: float = 3e-4
+    """Stage 2 Adam learning rate on all generator weights."""
+    perceptual_weight: float = 1.0
+    """Weight of the perceptual distance."""
+    l2_weight: float = 1.0
+    """Weight of the pixel mean squared error."""
+    stop_perceptual: float = 0.06
+    """Stage 2 stops early once the perceptual distance is at most this."""
+    locality_weight: float = 0.0
+    """Weight of the locality regulariser (0 = off, as in PTI's default)."""
+    locality_alpha: float = 30.0
+    """Distance of the regulariser's latents from the pivot, towards the w of a random z (PTI: 30)."""
+    locality_interval: int = 1
+    """Apply the locality regulariser every this many stage 2 steps."""
+    seed: int = 0
+    """Seed of the random parts (w noise, locality latents)."""
+
+
+@dataclass
+class InversionResult:
+    ws: Tensor
+    """The pivot latent [1, num_ws, w_dim]."""
+    generator: TriplaneGenerator
+    """The tuned copy of the generator."""
+    stage1_image: Tensor
+    """Rendering of the pivot by the original generator [1, 3, R, R]."""
+    stage2_image: Tensor
+    """Rendering of the pivot by the tuned generator [1, 3, R, R]."""
+    losses: Dict[str, List[Dict[str, float]]] = field(default_factory=dict)
+    """Per stage, one row of losses per step."""
+
+
+Progress = Callable[[str, int, int, Dict[str, float]], None]
+
+
+def _noise_buffers(generator: TriplaneGenerator) -> List[Tensor]:
+    return [b for name, b in generator.backbone.named_buffers() if name.endswith("noise_const")]
+
+
+def noise_regularization(noises: List[Tensor]) -> Tensor:
+    """Sum over noise maps and scales of squared normalised autocorrelations at a one-pixel shift."""
+    loss = torch.zeros(())
+    for noise in noises:
+        n = noise
+        while True:
+            loss = loss + (n * torch.roll(n, 1, dims=3)).mean().square() + (n * torch.roll(n, 1, dims=2)).mean().square()
+            if n.shape[2] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return loss
+
+
+def _normalise_noise(noises: List[Tensor]) -> None:
+    with torch.no_grad():
+        for n in noises:
+            n.sub_(n.mean()).div_(n.square().mean().sqrt())
+
+
+def _lr(step: int, steps: int, c: InversionConfig) -> float:
+    t = step / max(steps, 1)
+    ramp = min(1.0, (1.0 - t) / c.lr_rampdown_length)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    ramp = ramp * min(1.0, t / c.lr_rampup_length)
+    return c.latent_lr * ramp
+
+
+def invert(
+    generator: TriplaneGenerator,
+    target: Float[Tensor, "1 3 res res"],
+    class_index: int,
+    camera: Cameras,
+    perceptual: nn.Module,
+    config: InversionConfig,
+    progress: Optional[Progress] = None,
+) -> InversionResult:
+    """Invert ``target`` (in [0, 1], at the generator's output resolution) seen from ``camera``."""
+    device = target.device
+    c = config
+    gen = torch.Generator(device="cpu").manual_seed(c.seed)
+    labels = torch.tensor([class_index], device=device)
+
+    def loss_terms(image: Tensor) -> Dict[str, Tensor]:
+        return {
+            "perceptual": perceptual(image, target).mean(),
+            "l2": F.mse_loss(image, target),
+        }
+
+    # ---- stage 1: the pivot latent -----------------------------------------------------------------------
+    original = generator.eval().requires_grad_(False)
+    backbone = original.backbone
+    with torch.no_grad():
+        z = torch.randn(10000, backbone.z_dim, generator=gen).to(device)
+        w_samples = original.mapping(z, labels.expand(10000))[:, 0]
+        w_std = (w_samples - w_samples.mean(0)).square().sum(1).mean().sqrt().item()
+    w_avg = backbone.w_average(labels)  # [1, num_ws, w_dim]
+    w_opt = (w_avg if c.w_plus else w_avg[:, :1]).detach().clone().requires_grad_(True)
+    saved_noise = [b.detach().clone() for b in _noise_buffers(original)]
+    noises = _noise_buffers(original) if c.optimize_noise else []
+    for n in noises:
+        n.requires_grad_(True)
+    optimizer = torch.optim.Adam([w_opt] + noises, betas=(0.9, 0.999), lr=c.latent_lr)
+    rows1: List[Dict[str, float]] = []
+    try:
+        for step in range(c.latent_steps):
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(step, c.latent_steps, c)
+            t = step / max(c.latent_steps, 1)
+            strength = w_std * c.initial_noise_factor * max(0.0, 1.0 - t / c.noise_ramp_length) ** 2
+            w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * strength
+            ws = (w_opt + w_noise).expand(1, backbone.num_ws, -1)
+            image = original.render(ws, camera, noise_mode="const")["image"]
+            terms = loss_terms(image)
+            loss = c.perceptual_weight * terms["perceptual"] + c.l2_weight * terms["l2"]
+            if noises:
+                terms["noise_reg"] = noise_regularization(noises)
+                loss = loss + c.noise_regularization * terms["noise_reg"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if noises:
+                _normalise_noise(noises)
+            row = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]}
+            rows1.append(row)
+            if progress:
+                progress("latent", step + 1, c.latent_steps, row)
+        pivot = w_opt.detach().expand(1, backbone.num_ws, -1).clone()
+        tuned = copy.deepcopy(original)  # carries the optimised noise maps
+    finally:
+        with torch.no_grad():  # the loaded generator leaves unchanged
+            for buf, saved in zip(_noise_buffers(original), saved_noise):
+                buf.requires_grad_(False)
+                buf.copy_(saved)
+    for buf in _noise_buffers(tuned):
+        buf.requires_grad_(False)
+    with torch.no_grad():
+        stage1_image = tuned.render(pivot, camera, noise_mode="const")["image"]
+
+    # ---- stage 2: pivotal tuning of a copy of the generator ----------------------------------------------
+    tuned.train(False)
+    tuned.requires_grad_(True)
+    optimizer = torch.optim.Adam(tuned.parameters(), lr=c.generator_lr)
+    rows2: List[Dict[str, float]] = []
+    for step in range(c.generator_steps):
+        image = tuned.render(pivot, camera, noise_mode="const")["image"]
+        terms = loss_terms(image)
+        loss = c.perceptual_weight * terms["perceptual"] + c.l2_weight * terms["l2"]
+        if c.locality_weight > 0 and step % c.locality_interval == 0:
+            with torch.no_grad():
+                w_z = original.mapping(torch.randn(1, backbone.z_dim, generator=gen).to(device), labels)
+                direction = w_z - pivot
+                nearby = pivot + c.locality_alpha * direction / direction.norm(dim=-1, keepdim=True)
+                reference = original.render(nearby, camera, noise_mode="const")["image"]
+            local = tuned.render(nearby, camera, noise_mode="const")["image"]
+            terms["locality"] = perceptual(local, reference).mean() + F.mse_loss(local, reference)
+            loss = loss + c.locality_weight * terms["locality"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        row = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
+        rows2.append(row)
+        if progress:
+            progress("generator", step + 1, c.generator_steps, row)
+        if row["perceptual"] <= c.stop_perceptual:
+            break
+    tuned.requires_grad_(False).eval()
+    with torch.no_grad():
+        stage2_image = tuned.render(pivot, camera, noise_mode="const")["image"]
+    return InversionResult(
+        ws=pivot,
+        generator=tuned,
+        stage1_image=stage1_image,
+        stage2_image=stage2_image,
+        losses={"latent": rows1, "generator": rows2},
+    )
