@@ -1,5 +1,6 @@
 # Set-up and the two entry points of the README: `make demo` and `make test`.
 # A fresh machine needs only Python 3.10+; the virtual environment is created on first use.
+# `make browser` adds headless Chromium for the viewer test (Debian/Ubuntu, as root).
 # torch is installed only if the environment lacks it (keep your own CUDA build: `make test VENV=/path/to/env`).
 
 VENV  ?= .venv
@@ -7,7 +8,9 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.triplane-gan-ns-installed
 
-.PHONY: install demo test benchmark clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install browser demo test benchmark clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -20,6 +23,17 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Headless Chromium for tests/test_viewer.py (skipped without it); installed with apt-get when run as root.
+browser:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "$(CHROMIUM) is missing: install the Debian package chromium (apt-get install chromium)" >&2; exit 1; \
+		fi; }
+	@test -x $(CHROMIUM)
 
 demo: $(STAMP)
 	$(VENV)/bin/ns-train triplane-gan-tiny --output-dir outputs --experiment-name demo --timestamp latest

@@ -1,13 +1,16 @@
 """The nerfstudio Model: holds the generator, the discriminator and the pose sampler.
 
 Training losses live in ``training/`` (the pipeline asks this model for images and scores); this model also
-renders a preview latent for nerfstudio's viewer and evaluation through the standard Model interface.
+renders a preview latent for nerfstudio's viewer and evaluation through the standard Model interface.  The
+preview latent is chosen with ``self.controls`` (class, seed, truncation psi), which the viewer shows as GUI
+controls; its triplanes are computed once per latent and set of weights.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Type
@@ -25,6 +28,7 @@ from triplane_gan_ns.discriminators.stylegan2_resnet import StyleGAN2ResnetDiscr
 from triplane_gan_ns.generator import TriplaneGeneratorConfig
 from triplane_gan_ns.pose_samplers.base import PoseSampler, yaw_pitch_directions
 from triplane_gan_ns.pose_samplers.uniform_sphere import UniformSpherePoseSamplerConfig
+from triplane_gan_ns.viewer.controls import GeneratorControls, InitialView, PreviewLatent
 
 DiscriminatorChoice = registry.choice_type("discriminators")
 PoseSamplerChoice = registry.choice_type("pose_samplers")
@@ -46,11 +50,11 @@ class TriplaneGANModelConfig(ModelConfig):
     )
     """Where generated images are rendered from, by registered name."""
     preview_class: int = 0
-    """Class shown by the viewer and evaluation renders."""
+    """Class first shown by the viewer and evaluation renders (then chosen with the viewer's controls)."""
     preview_seed: int = 0
-    """Seed of the latent shown by the viewer and evaluation renders."""
+    """Seed of the latent first shown by the viewer and evaluation renders."""
     preview_truncation: float = 0.7
-    """Truncation psi of previews and sample grids (1 = none)."""
+    """Truncation psi of sample grids, and the viewer's initial psi (1 = none)."""
     eval_num_rays_per_chunk: int = 1 << 14
     """Rays rendered at once for full images (viewer, evaluation)."""
 
@@ -71,6 +75,24 @@ class TriplaneGANModel(Model):
             resolution=self.resolution, num_classes=self.num_classes, in_channels=3
         )
         self.pose_sampler: PoseSampler = self.config.pose_sampler.setup()
+        # the viewer's "Custom Elements": which latent get_outputs_for_camera renders
+        self.controls = GeneratorControls(
+            self.class_names,
+            class_index=min(self.config.preview_class, max(self.num_classes - 1, 0)),
+            seed=self.config.preview_seed,
+            truncation=self.config.preview_truncation,
+            initial_view=self._initial_view(),
+        )
+        self._preview_cache: Optional[Tuple[tuple, Tensor, Tensor]] = None
+
+    def _initial_view(
+        self, yaw_degrees: float = 30.0, pitch_degrees: float = 20.0, zoom_out: float = 1.6
+    ) -> InitialView:
+        """The viewer's first camera: 30 degrees off the front, slightly above, ``zoom_out`` times farther than
+        the pose sampler's cameras (whose views the object fills) so that the whole object is in view."""
+        yaw, pitch = torch.tensor([math.radians(yaw_degrees)]), torch.tensor([math.radians(pitch_degrees)])
+        position = zoom_out * self.pose_sampler.config.radius * yaw_pitch_directions(yaw, pitch)[0]
+        return InitialView(tuple(position.tolist()), self.pose_sampler.config.fov_degrees)
 
     def train(self, mode: bool = True) -> "TriplaneGANModel":
         super().train(mode)
@@ -167,11 +189,32 @@ class TriplaneGANModel(Model):
         return out["image"].clamp(0, 1)
 
     # ---- nerfstudio Model interface: render the preview latent ------------------------------------------
-    def _preview_planes(self) -> Tuple[Tensor, Tensor]:
-        z = self.seeded_latents([self.config.preview_seed])
-        label = torch.tensor([min(self.config.preview_class, max(self.num_classes - 1, 0))], device=self.device)
-        ws = self.generator_ema.mapping(z, label, self.config.preview_truncation)
-        return ws, self.generator_ema.planes(ws, noise_mode="const")
+    def _weights_version(self) -> Optional[tuple]:
+        """Changes whenever the EMA generator's weights do: every in-place update (the EMA step, loading a
+        checkpoint) bumps a tensor's version counter, and a replaced tensor has new storage."""
+        try:
+            return tuple(
+                (t.data_ptr(), t._version)
+                for t in itertools.chain(self.generator_ema.parameters(), self.generator_ema.buffers())
+            )
+        except RuntimeError:  # inference-mode tensors have no version counter: never reuse planes
+            return None
+
+    @torch.no_grad()
+    def _preview_planes(self, latent: Optional[PreviewLatent] = None) -> Tuple[Tensor, Tensor]:
+        """(ws, triplanes) of the latent the controls select (read once here), reused while the latent and the
+        weights stay the same, so chunks of one render and renders of other cameras skip the backbone."""
+        latent = latent if latent is not None else self.controls.current()
+        version = self._weights_version()
+        key = (latent, str(self.device), version)
+        if version is not None and self._preview_cache is not None and self._preview_cache[0] == key:
+            return self._preview_cache[1], self._preview_cache[2]
+        z = self.seeded_latents([latent.seed])
+        label = torch.tensor([min(latent.class_index, max(self.num_classes - 1, 0))], device=self.device)
+        ws = self.generator_ema.mapping(z, label, latent.truncation)
+        planes = self.generator_ema.planes(ws, noise_mode="const")
+        self._preview_cache = (key, ws, planes)
+        return ws, planes
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         _, planes = self._preview_planes()
@@ -180,7 +223,7 @@ class TriplaneGANModel(Model):
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
-        """Render the preview latent from any camera, in chunks; H x W x C outputs for the viewer."""
+        """Render the latent selected by ``self.controls`` from any camera, in chunks; H x W x C outputs."""
         _, planes = self._preview_planes()
         rays = camera.generate_rays(camera_indices=0, keep_shape=True).to(self.device)
         h, w = rays.shape[:2]

@@ -1,0 +1,33 @@
+"""A session-wide tiny training run (4 steps of ``ns-train triplane-gan-tiny``) for tests that use a trained
+generator; import the fixture into a test module: ``from run_fixture import trained_tiny_run``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_run(tmp_path_factory) -> Path:
+    """Run folder (config.yml, class_index.json, nerfstudio_models/) of a 4-step tiny run."""
+    out = tmp_path_factory.mktemp("trained-runs")
+    result = subprocess.run(
+        [
+            NS_TRAIN, "triplane-gan-tiny",
+            "--max-num-iterations", "4",
+            "--steps-per-save", "2",
+            "--output-dir", str(out),
+            "--experiment-name", "tiny",
+            "--timestamp", "run",
+            "--pipeline.r1-interval", "2",
+        ],
+        capture_output=True, text=True, timeout=900, env=dict(os.environ),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out / "tiny" / "triplane-gan-tiny" / "run"

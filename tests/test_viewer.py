@@ -1,0 +1,278 @@
+"""The generator in nerfstudio's viewer: controls as plain values, planes reused between renders, and
+``ns-viewer`` on a trained tiny run driven through its web page in headless Chromium.
+
+The browser test needs ``/usr/bin/chromium`` (Debian package ``chromium``) and ``playwright`` (the ``test``
+extra); without them it is skipped, or fails when ``TRIPLANE_GAN_NS_REQUIRE_BROWSER=1`` (CI).  Its screenshots
+are kept in ``tests/.cache/viewer-screenshots/``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
+
+NS_VIEWER = str(Path(sys.executable).with_name("ns-viewer"))
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).parent / ".cache" / "viewer-screenshots"
+
+
+# ---- without a viewer --------------------------------------------------------------------------------------
+def test_controls_are_plain_values_without_a_viewer(tiny_model):
+    controls = tiny_model.controls
+    assert controls.current().class_index == 0 and controls.current().seed == 0
+    assert controls.current().truncation == pytest.approx(0.7)
+    assert controls.select_class("c") == 2
+    assert controls.class_index.value == 2 and controls.class_name.value == "c"
+    controls.select_class(3)
+    assert controls.class_name.value == "d"
+    controls.seed.value = 11
+    controls.truncation.value = 1.5  # clamped when read
+    assert (controls.current().class_index, controls.current().seed, controls.current().truncation) == (3, 11, 1.0)
+    seeds = {controls.resample() for _ in range(4)}
+    assert len(seeds) > 1 and controls.current().seed in seeds
+    with pytest.raises(ValueError, match="unknown class 'zebra'"):
+        controls.select_class("zebra")
+    with pytest.raises(ValueError, match="out of range"):
+        controls.select_class(4)
+
+
+def test_duplicate_class_names_get_distinct_labels():
+    from triplane_gan_ns.viewer.controls import GeneratorControls
+
+    controls = GeneratorControls(["crane", "tench", "crane"])
+    assert controls.class_labels == ["crane (0)", "tench", "crane (2)"]
+    assert controls.select_class("crane (2)") == 2 and controls.lookup("crane") == 0
+    single = GeneratorControls([])
+    assert single.class_labels == ["class 0"] and single.class_index.disabled
+
+
+def test_nerfstudio_finds_the_controls(tiny_model):
+    from nerfstudio.viewer.utils import parse_object
+    from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerElement
+
+    found = {path: element.name for path, element in parse_object(tiny_model, ViewerElement, "Custom Elements")}
+    assert found == {
+        "Custom Elements/controls/class_index": "class index",
+        "Custom Elements/controls/class_name": "class",
+        "Custom Elements/controls/new_sample": "new sample",
+        "Custom Elements/controls/seed": "seed",
+        "Custom Elements/controls/truncation": "truncation psi",
+    }
+    assert [path for path, _ in parse_object(tiny_model, ViewerControl, "Custom Elements")] == [
+        "Custom Elements/controls/initial_view"
+    ]
+    assert not any("controls" in key for key in tiny_model.state_dict())  # checkpoints are unchanged
+
+
+def test_planes_are_reused_until_the_latent_or_the_weights_change(tiny_model, monkeypatch):
+    ema = tiny_model.generator_ema
+    calls = []
+    planes = ema.planes
+    monkeypatch.setattr(ema, "planes", lambda *a, **k: calls.append(1) or planes(*a, **k))
+    camera = tiny_model.orbit_cameras(1)[0:1]
+    monkeypatch.setattr(tiny_model.config, "eval_num_rays_per_chunk", 300)  # several chunks per image
+
+    first = tiny_model.get_outputs_for_camera(camera)
+    assert first["rgb"].shape == (32, 32, 3) and first["depth"].shape == (32, 32, 1)
+    assert first["accumulation"].shape == (32, 32, 1)
+    tiny_model.get_outputs_for_camera(camera)
+    tiny_model.get_outputs_for_camera(tiny_model.orbit_cameras(3)[1:2])
+    assert len(calls) == 1  # one backbone pass for three renders of ~4 chunks each
+
+    tiny_model.controls.select_class(2)
+    other = tiny_model.get_outputs_for_camera(camera)
+    assert len(calls) == 2 and not torch.equal(other["rgb"], first["rgb"])
+    tiny_model.controls.select_class(0)
+    again = tiny_model.get_outputs_for_camera(camera)
+    assert len(calls) == 3 and torch.equal(again["rgb"], first["rgb"])
+
+    with torch.no_grad():  # what an EMA step does to the weights
+        next(ema.parameters()).mul_(1.01)
+    tiny_model.get_outputs_for_camera(camera)
+    assert len(calls) == 4
+    tiny_model.load_state_dict(tiny_model.state_dict())  # what loading a checkpoint does
+    tiny_model.get_outputs_for_camera(camera)
+    assert len(calls) == 5
+
+
+# ---- ns-viewer in a browser --------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """The browser, checked before the (session) training run is made; skips or fails without it."""
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"no browser: {CHROMIUM} is missing (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "playwright is not installed (pip install -e '.[test]')"
+    if reason is None:
+        return CHROMIUM
+    if os.environ.get("TRIPLANE_GAN_NS_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser required (TRIPLANE_GAN_NS_REQUIRE_BROWSER=1): {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def viewer_url(chromium, trained_tiny_run, tmp_path):
+    """``ns-viewer`` on the tiny run, bound to 127.0.0.1 on a free port; stopped afterwards."""
+    port = _free_port()
+    log = tmp_path / "ns-viewer.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                NS_VIEWER,
+                "--load-config", str(trained_tiny_run / "config.yml"),
+                "--viewer.websocket-host", "127.0.0.1",
+                "--viewer.websocket-port", str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"ns-viewer exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"ns-viewer did not listen on {port}:\n{log.read_text()[-3000:]}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _row(page, label: str):
+    """The row of the viewer's control panel that holds the control labelled ``label``."""
+    return page.locator(
+        f'xpath=//label[normalize-space(text())="{label}"]/ancestor::div[contains(@class, "mantine-Flex-root")][1]'
+    )
+
+
+def _render(page, name: str) -> np.ndarray:
+    """Screenshot of the 3D view (the rendered image) without its borders and the axes gizmo at the bottom,
+    saved as ``name``.png."""
+    box = page.locator('canvas:not([style*="pointer-events: none"])').first.bounding_box()
+    clip = {
+        "x": box["x"] + 0.05 * box["width"],
+        "y": box["y"] + 0.05 * box["height"],
+        "width": 0.9 * box["width"],
+        "height": 0.8 * box["height"],
+    }
+    png = page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), clip=clip)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+
+
+def _settled_render(page, name: str, differs_from: np.ndarray | None = None, timeout: float = 90.0) -> np.ndarray:
+    """The rendered image once the viewer shows a full-resolution render (64 px, see "Max res") and two
+    screenshots a second apart agree (and it differs from ``differs_from``)."""
+    stats = page.get_by_text(re.compile(r"Resolution: \d+x\d+px"))
+    deadline = time.monotonic() + timeout
+    previous = _render(page, name)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        current = _render(page, name)
+        full_resolution = re.search(r"\b(64x\d+|\d+x64)px", stats.inner_text()) is not None
+        settled = np.abs(current - previous).mean() < 0.5
+        changed = differs_from is None or np.abs(current - differs_from).mean() > 2.0
+        if full_resolution and settled and changed:
+            return current
+        previous = current
+    return current
+
+
+def _assert_not_blank(image: np.ndarray, name: str) -> None:
+    pixels = image.reshape(-1, 3)
+    _, counts = np.unique(pixels, axis=0, return_counts=True)
+    where = SCREENSHOTS / f"{name}.png"
+    assert pixels.std(axis=0).mean() > 2.0, f"blank render in {where}"
+    assert counts.max() < 0.5 * len(pixels), f"render is mostly one colour in {where}"
+
+
+def test_ns_viewer_renders_the_generator_and_its_class_controls(chromium, viewer_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1000, "height": 900},
+        )
+        page = browser.pages[0] if browser.pages else browser.new_page()
+        try:
+            page.goto(viewer_url)
+            page.get_by_text("Custom Elements").wait_for(timeout=60_000)
+            page.get_by_role("button", name="Hide Train Cams").click()
+            expect(page.get_by_role("button", name="Show Train Cams")).to_be_visible()
+            max_res = _row(page, "Max res").get_by_role("slider")
+            max_res.press("Home")  # renders of at most 64 px keep a CPU quick
+            expect(max_res).to_have_attribute("aria-valuenow", "64")
+            expect(page.get_by_text(re.compile(r"Resolution: [1-9]\d*x\d+px"))).to_be_visible(timeout=60_000)
+            class_slider = _row(page, "class index").get_by_role("slider")
+            class_dropdown = page.get_by_label("class", exact=True)
+            expect(class_dropdown).to_have_value("cube")
+
+            cube = _settled_render(page, "viewer-class-0-cube")
+            page.screenshot(path=str(SCREENSHOTS / "viewer-page.png"))
+            _assert_not_blank(cube, "viewer-class-0-cube")
+
+            # by name: the dropdown of the Custom Elements panel; the index slider follows
+            class_dropdown.click()
+            page.get_by_role("option", name="torus", exact=True).click()
+            expect(class_slider).to_have_attribute("aria-valuenow", "3", timeout=10_000)
+            torus = _settled_render(page, "viewer-class-3-torus", differs_from=cube)
+            _assert_not_blank(torus, "viewer-class-3-torus")
+            assert np.abs(torus - cube).mean() > 2.0, f"class change did not change {SCREENSHOTS}"
+
+            # by index: the slider, from the keyboard; the dropdown follows and the first render comes back
+            class_slider.press("Home")
+            expect(class_dropdown).to_have_value("cube", timeout=10_000)
+            back = _settled_render(page, "viewer-class-0-again", differs_from=torus)
+            assert np.abs(back - cube).mean() < 2.0, f"same latent, different render in {SCREENSHOTS}"
+
+            seed = _row(page, "seed").locator("input")
+            expect(seed).to_have_value("0")
+            page.get_by_role("button", name="new sample").click()
+            expect(seed).not_to_have_value("0", timeout=10_000)
+        except Exception:
+            page.screenshot(path=str(SCREENSHOTS / "viewer-page-failed.png"))
+            raise
+        finally:
+            browser.close()
