@@ -12,9 +12,15 @@ import tyro
 
 from triplane_gan_ns.data.prepare import PrepareDataset
 from triplane_gan_ns.errors import install_excepthook
+from triplane_gan_ns.pti.command import Invert
+from triplane_gan_ns.export.mesh import ExportMesh
+from triplane_gan_ns.export.video import RenderLatents
 
 COMMANDS: Dict[str, type] = {
     "prepare-dataset": PrepareDataset,
+    "render": RenderLatents,
+    "export-mesh": ExportMesh,
+    "invert": Invert,
 }
 
 

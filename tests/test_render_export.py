@@ -1,0 +1,324 @@
+"""Rendering a trained generator from any camera (``triplane-gan render``) and exporting meshes
+(``triplane-gan export-mesh``): determinism, closed orbits, output files, marching cubes on analytic fields,
+and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import math
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
+
+from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.export.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
+from triplane_gan_ns.export.mesh import (
+    density_grid,
+    extract_mesh,
+    keep_largest_components,
+    latent_field_fns,
+    mesh_from_grid,
+    mrc_bytes,
+)
+from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_view, render_views
+from triplane_gan_ns.inference import load_model
+
+TRIPLANE_GAN = str(Path(sys.executable).with_name("triplane-gan"))
+CLASS_NAMES = ["cube", "cylinder", "sphere", "torus"]
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([TRIPLANE_GAN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _error_lines(result: subprocess.CompletedProcess) -> List[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def run_dir(trained_tiny_run):  # noqa: F811
+    return trained_tiny_run
+
+
+@pytest.fixture(scope="module")
+def model(run_dir):
+    model, _ = load_model(run_dir / "config.yml")
+    return model
+
+
+def _cameras(model, num: int, resolution: int, closed: bool = False):
+    sampler = model.pose_sampler.config
+    return orbit_cameras(num, resolution, sampler.radius, sampler.fov_degrees, 20.0, closed=closed)
+
+
+# ---- latents ------------------------------------------------------------------------------------------------
+def test_classes_by_index_or_name_and_clear_errors():
+    assert resolve_class("2", CLASS_NAMES) == 2 and resolve_class(3, CLASS_NAMES) == 3
+    assert resolve_class("sphere", CLASS_NAMES) == 2 and resolve_class("Torus", CLASS_NAMES) == 3
+    with pytest.raises(UserError, match=r"class 4 is out of range; valid: an index 0\.\.3"):
+        resolve_class("4", CLASS_NAMES)
+    with pytest.raises(UserError, match="unknown class 'chair'.*cube, cylinder, sphere, torus"):
+        resolve_class("chair", CLASS_NAMES)
+    many = [f"c{i}" for i in range(1000)]
+    with pytest.raises(UserError, match=r"\.\.\. \(1000 classes"):
+        resolve_class("nope", many)
+
+
+def test_latents_are_reproducible_and_round_trip_through_files(model, tmp_path):
+    a = Latent(class_index=1, seed=5, truncation_psi=0.7).ws(model)
+    b = Latent(class_index=1, seed=5, truncation_psi=0.7).ws(model)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, Latent(class_index=1, seed=6, truncation_psi=0.7).ws(model))
+    assert not torch.equal(a, Latent(class_index=2, seed=5, truncation_psi=0.7).ws(model))
+    expected = model.generator_ema.mapping(model.seeded_latents([5]), torch.tensor([1]), 0.7)
+    assert torch.equal(a, expected)
+
+    save_latent(tmp_path / "mine.pt", a, 1)
+    loaded = load_latent(tmp_path / "mine.pt", model)
+    assert loaded.class_index == 1 and loaded.name == "latent-mine" and torch.equal(loaded.ws(model), a)
+    assert [l.name for l in latents_from_args(model, ["0", "sphere"], [0, 1], 0.7)] == [
+        "class0_seed0", "class0_seed1", "class2_seed0", "class2_seed1",
+    ]
+
+    torch.save({"ws": a[:, :2], "class_index": 1}, tmp_path / "short.pt")
+    with pytest.raises(UserError, match="shape"):
+        load_latent(tmp_path / "short.pt", model)
+    torch.save({"ws": a, "class_index": 9}, tmp_path / "far.pt")
+    with pytest.raises(UserError, match="out of range"):
+        load_latent(tmp_path / "far.pt", model)
+
+
+# ---- rendering ----------------------------------------------------------------------------------------------
+def test_same_latent_same_camera_gives_identical_pixels(model):
+    latent = Latent(class_index=2, seed=3, truncation_psi=0.7)
+    for raw, resolution in ((False, 32), (True, 40)):
+        cameras = _cameras(model, 3, resolution)
+        first = render_views(model, latent, cameras, raw)
+        second = render_views(model, latent, cameras, raw)
+        for key in ("image", "depth", "accumulation"):
+            assert torch.equal(first[key], second[key]), (raw, key)
+        assert first["image"].shape == (3, 3, resolution, resolution)
+        assert first["image"].std() > 0
+        assert not torch.equal(first["image"][0], first["image"][1])  # other azimuth, other picture
+
+
+def test_trained_path_matches_generate(model):
+    cameras = _cameras(model, 2, model.config.generator.neural_resolution)
+    latent = Latent(class_index=0, seed=7, truncation_psi=0.7)
+    ours = render_views(model, latent, cameras, raw=False)
+    theirs = model.generate(
+        model.seeded_latents([7]), torch.tensor([0]), cameras=cameras, truncation_psi=0.7,
+        noise_mode="const", use_ema=True,
+    )
+    torch.testing.assert_close(ours["image"], theirs["image"].clamp(0, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours["accumulation"], theirs["accumulation"], atol=1e-5, rtol=1e-5)
+
+
+def test_orbit_is_closed_first_and_last_frames_match(model):
+    cameras = _cameras(model, 6, 24, closed=True)
+    assert cameras.shape[0] == 7
+    assert torch.equal(cameras.camera_to_worlds[0], cameras.camera_to_worlds[-1])
+    frames = render_views(model, Latent(class_index=3, seed=1, truncation_psi=0.7), cameras, raw=True)["image"]
+    assert torch.equal(frames[0], frames[-1])
+    assert not torch.equal(frames[0], frames[3])
+
+
+def test_superresolution_model_renders_any_resolution():
+    """A model whose output (64²) exceeds its neural resolution (32²): trained path through super-resolution,
+    any other size raw."""
+    from nerfstudio.data.scene_box import SceneBox
+
+    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
+
+    torch.manual_seed(0)
+    sr_model = triplane_gan_tiny.config.pipeline.model.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
+        num_train_data=1,
+        metadata={"class_names": CLASS_NAMES, "resolution": 64},
+    ).eval()
+    assert sr_model.generator_ema.superresolution is not None
+    latent = Latent(class_index=0, seed=0, truncation_psi=0.7)
+    ws = latent.ws(sr_model)
+    planes = sr_model.generator_ema.planes(ws)
+    trained = render_view(sr_model, ws, planes, _cameras(sr_model, 1, 32), raw=False)
+    assert trained["image"].shape == (3, 64, 64) and trained["depth"].shape == (1, 32, 32)
+    raw = render_view(sr_model, ws, planes, _cameras(sr_model, 1, 48), raw=True, rays_per_chunk=1000)
+    assert raw["image"].shape == (3, 48, 48) and raw["accumulation"].shape == (1, 48, 48)
+
+
+def test_render_command_writes_grid_video_depth_and_opacity(run_dir, model, tmp_path):
+    out = tmp_path / "renders"
+    save_latent(tmp_path / "saved.pt", Latent(class_index=2, seed=1, truncation_psi=0.7).ws(model), 2)
+    result = _cli(
+        "render", "--load-config", str(run_dir / "config.yml"), "--classes", "0", "sphere", "--seeds", "1",
+        "--views", "4", "--frames", "6", "--output-dir", str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = ["class0_seed1", "class2_seed1"]
+    for name in names:
+        for kind in ("grid", "depth", "opacity"):
+            assert Image.open(out / f"{name}_{kind}.png").size == (4 * 32, 32), (name, kind)
+        gif = Image.open(out / f"{name}_orbit.gif")
+        assert gif.n_frames == 7 and gif.size == (32, 32)
+        gif.seek(0)
+        first = np.asarray(gif.convert("RGB"))
+        gif.seek(6)
+        assert np.array_equal(first, np.asarray(gif.convert("RGB")))
+    if mp4_codec() is not None:
+        import av
+
+        with av.open(str(out / "class0_seed1_orbit.mp4")) as video:
+            frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+        assert len(frames) == 7 and frames[0].shape == (32, 32, 3)
+    assert not list(out.glob(".*tmp*"))
+
+    # raw rendering at another size, from a saved latent file: same pixels as the (class, seed) latent
+    raw = tmp_path / "raw"
+    result = _cli(
+        "render", "--load-config", str(run_dir / "config.yml"), "--latent", str(tmp_path / "saved.pt"),
+        "--views", "2", "--frames", "2", "--resolution", "20", "--output-dir", str(raw),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "raw" in result.stdout
+    grid = np.asarray(Image.open(raw / "latent-saved_grid.png"))
+    assert grid.shape == (20, 40, 3)
+    assert Image.open(raw / "latent-saved_opacity.png").size == (40, 20)
+    expected = render_views(model, Latent(2, 1, 0.7), _cameras(model, 2, 20), raw=True)["image"]
+    expected = (torch.cat(list(expected), dim=-1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert np.abs(grid.astype(int) - expected).max() <= 1  # another process: allow a rounding step
+
+
+# ---- meshes of analytic fields ----------------------------------------------------------------------------
+def _ball(centre, radius: float, value: float = 20.0):
+    centre_t = torch.tensor(centre, dtype=torch.float32)
+    return lambda p: ((p - centre_t).norm(dim=-1) < radius).float() * value
+
+
+def test_sphere_of_density_gives_a_watertight_sphere_of_the_right_radius():
+    resolution, bound = 64, 1.0
+    voxel = 2 * bound / (resolution - 1)
+    red = lambda p: torch.tensor([1.0, 0.0, 0.0]).expand(p.shape[0], 3)  # noqa: E731
+    mesh = extract_mesh(_ball((0, 0, 0), 0.5), red, resolution, bound, threshold=10.0)
+    distance = np.linalg.norm(mesh.vertices, axis=1)
+    assert abs(distance.mean() - 0.5) < voxel, distance.mean()
+    assert distance.min() > 0.5 - voxel and distance.max() < 0.5 + voxel
+    assert mesh.is_watertight and mesh.is_winding_consistent
+    assert mesh.volume == pytest.approx(4 / 3 * math.pi * 0.5**3, rel=0.1)  # positive: normals point out
+    assert (mesh.visual.vertex_colors[:, :3] == [255, 0, 0]).all()
+
+
+def test_floater_removal_keeps_the_big_component():
+    big, small = _ball((0, 0, 0), 0.5), _ball((0.75, 0.75, 0.75), 0.12)
+    field = lambda p: big(p) + small(p)  # noqa: E731
+    both = extract_mesh(field, None, 48, 1.0, threshold=10.0, keep_components=0)
+    assert len(both.split(only_watertight=False)) == 2
+    kept = extract_mesh(field, None, 48, 1.0, threshold=10.0, keep_components=1)
+    assert len(kept.split(only_watertight=False)) == 1 and kept.is_watertight
+    assert np.linalg.norm(kept.vertices, axis=1).max() < 0.6
+    assert len(kept.faces) < len(both.faces)
+    assert keep_largest_components(both, 5).faces.shape == both.faces.shape
+
+
+def test_mesh_stays_inside_the_scene_box_and_is_closed_where_the_box_cuts_it():
+    bound = 0.8
+    mesh = extract_mesh(_ball((0.3, 0, 0), 0.9), None, 40, bound, threshold=10.0)
+    assert (np.abs(mesh.vertices) <= bound + 1e-6).all()
+    assert np.isclose(mesh.vertices[:, 0].max(), bound)  # the ball is cut by the face x = bound
+    assert mesh.is_watertight
+
+
+def test_threshold_never_reached_is_a_user_error():
+    with pytest.raises(UserError, match="never exceeds the threshold 10"):
+        extract_mesh(_ball((0, 0, 0), 0.5, value=3.0), None, 16, 1.0, threshold=10.0)
+
+
+def test_mrc_header_and_data():
+    grid = np.random.default_rng(0).random((5, 6, 7), dtype=np.float32)
+    data = mrc_bytes(grid, voxel_size=0.5, origin=-1.0)
+    assert len(data) == 1024 + grid.size * 4
+    assert struct.unpack_from("<4i", data, 0) == (5, 6, 7, 2)
+    assert struct.unpack_from("<3f", data, 40) == (2.5, 3.0, 3.5)
+    assert struct.unpack_from("<3f", data, 196) == (-1.0, -1.0, -1.0)
+    assert data[208:212] == b"MAP "
+    body = np.frombuffer(data[1024:], dtype="<f4").reshape(7, 6, 5)  # sections, rows, columns
+    assert np.array_equal(body.transpose(2, 1, 0), grid)
+
+
+# ---- meshes of the trained generator ----------------------------------------------------------------------
+def test_export_mesh_of_a_generated_latent(run_dir, model, tmp_path):
+    """The 4-step generator's density stays far below the default threshold (10), so this test asks for the
+    90th percentile of its own density lattice instead (and checks the default gives the clear error)."""
+    density_fn, _ = latent_field_fns(model, Latent(class_index=1, seed=3, truncation_psi=0.7))
+    grid = density_grid(density_fn, 32, model.generator_ema.config.scene_bound)
+    threshold = float(np.quantile(grid, 0.9))
+    config = str(run_dir / "config.yml")
+
+    result = _cli(
+        "export-mesh", "--load-config", config, "--class", "cylinder", "--seed", "3", "--resolution", "32",
+        "--density-threshold", f"{threshold:.6f}", "--output", str(tmp_path / "obj.ply"),
+        "--volume", str(tmp_path / "density.mrc"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    mesh = trimesh.load(tmp_path / "obj.ply", force="mesh")
+    assert len(mesh.faces) > 200
+    assert (np.abs(mesh.vertices) <= 1.0 + 1e-6).all()
+    assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+    data = (tmp_path / "density.mrc").read_bytes()
+    volume = np.frombuffer(data[1024:], dtype="<f4").reshape(32, 32, 32).transpose(2, 1, 0)
+    np.testing.assert_allclose(volume, grid, rtol=1e-5, atol=1e-6)
+    in_process = mesh_from_grid(grid, 1.0, float(f"{threshold:.6f}"), keep_components=1)
+    assert len(in_process.faces) == len(mesh.faces)
+
+    result = _cli(
+        "export-mesh", "--load-config", config, "--class", "1", "--seed", "3", "--resolution", "16",
+        "--output", str(tmp_path / "default.glb"),
+    )
+    assert result.returncode == 1
+    assert len(_error_lines(result)) == 1 and "never exceeds the threshold 10" in result.stderr
+    assert not (tmp_path / "default.glb").exists()
+
+
+# ---- bad input: one line ----------------------------------------------------------------------------------
+BAD_INPUT = {
+    "missing config": (
+        ["render", "--load-config", "{tmp}/nope/config.yml", "--output-dir", "{tmp}/o"], "config.yml does not exist"
+    ),
+    "missing checkpoint": (
+        ["render", "--checkpoint", "{tmp}/nope.ckpt", "--output-dir", "{tmp}/o"], "nope.ckpt does not exist"
+    ),
+    "render class out of range": (["render", "--classes", "7", "--output-dir", "{tmp}/o"], "0..3"),
+    "render unknown class": (["render", "--classes", "chair", "--output-dir", "{tmp}/o"], "cube, cylinder"),
+    "render resolution": (["render", "--resolution", "4", "--output-dir", "{tmp}/o"], "at least 8"),
+    "render unwritable": (["render", "--output-dir", "{tmp}/file.txt/o"], "cannot write"),
+    "render bad latent": (["render", "--latent", "{tmp}/file.txt", "--output-dir", "{tmp}/o"], "cannot be read"),
+    "mesh class out of range": (["export-mesh", "--class", "4", "--output", "{tmp}/m.ply"], "0..3"),
+    "mesh resolution small": (["export-mesh", "--resolution", "4", "--output", "{tmp}/m.ply"], "8..1024"),
+    "mesh resolution large": (["export-mesh", "--resolution", "2048", "--output", "{tmp}/m.ply"], "8..1024"),
+    "mesh suffix": (["export-mesh", "--output", "{tmp}/m.stl"], ".ply, .obj, .glb"),
+    "mesh volume suffix": (["export-mesh", "--output", "{tmp}/m.ply", "--volume", "{tmp}/v.raw"], ".npy, .mrc"),
+    "mesh parent missing": (["export-mesh", "--output", "{tmp}/missing/m.obj"], "does not exist"),
+    "mesh parent not a folder": (["export-mesh", "--output", "{tmp}/file.txt/m.obj"], "file.txt"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_is_one_error_line(case, run_dir, tmp_path):
+    args, expected = BAD_INPUT[case]
+    (tmp_path / "file.txt").write_text("not a folder, not a latent")
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--load-config" not in args:
+        args = [args[0], "--load-config", str(run_dir / "config.yml"), *args[1:]]
+    result = _cli(*args)
+    assert result.returncode == 1, (result.stdout[-2000:], result.stderr[-2000:])
+    lines = _error_lines(result)
+    assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

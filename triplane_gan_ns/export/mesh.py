@@ -1,0 +1,307 @@
+"""``triplane-gan export-mesh``: a coloured mesh (and optionally the density volume) of one generated object.
+
+1. The EMA generator's triplane is queried for density on an ``N^3`` lattice spanning the scene box
+   ``[-scene_bound, scene_bound]^3`` (``N`` points per axis, both faces included), in chunks.
+2. Marching cubes (``skimage.measure.marching_cubes``) extracts the surface ``density = threshold``.  The
+   lattice is padded with one layer of zero density, so surfaces cut by the box are closed there (vertices
+   clipped onto the box faces): the mesh is watertight and never leaves the box.
+3. Vertices are in world units and world axes (z up), not voxel indices; their colours are the field's RGB
+   (the first three colour features) at the vertices.
+4. Floaters: only the ``K`` connected components with the most faces are kept (0 keeps all).
+
+Threshold: density is ``softplus(raw - 1)`` per world unit; the default 10 is EG3D's level for its shapes.
+A ray crossing one voxel of a 256³ lattice of a unit-bound box (2/255 units) at density 10 loses ~8% of
+its light, so the surface is where matter becomes clearly opaque.  A model whose density never reaches the
+threshold is reported with its maximum density, so a lower ``--density-threshold`` can be chosen.
+
+Volume (``--volume``): float32 densities on the same lattice, as ``.npy`` (array indexed ``[x, y, z]``) or
+``.mrc`` (MRC2014, mode 2, x fastest; voxel size and origin in world units, so that voxel ``(0, 0, 0)`` sits at
+``(-bound, -bound, -bound)``).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import numpy as np
+import torch
+import trimesh
+import tyro
+from jaxtyping import Float, Float32
+from nerfstudio.utils.rich_utils import CONSOLE
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from skimage.measure import marching_cubes
+from torch import Tensor
+
+from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.export import check_writable_dir
+from triplane_gan_ns.export.latents import Latent, load_latent, open_model, resolve_class
+from triplane_gan_ns.model import TriplaneGANModel
+from triplane_gan_ns.training.trainer import atomic_write
+
+MESH_SUFFIXES = (".ply", ".obj", ".glb")
+VOLUME_SUFFIXES = (".npy", ".mrc")
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
+DEFAULT_THRESHOLD = 10.0
+
+DensityFn = Callable[[Float[Tensor, "num 3"]], Tensor]
+"""Points [n, 3] -> densities [n] (or [n, 1])."""
+ColourFn = Callable[[Float[Tensor, "num 3"]], Float[Tensor, "num 3"]]
+"""Points [n, 3] -> RGB in [0, 1]."""
+
+
+@dataclass
+class ExportMesh:
+    """Export one generated object as a vertex-coloured mesh (.ply, .obj or .glb), by marching cubes on the
+    density of its triplane over the scene box; optionally also the density volume (.npy or .mrc).
+
+    The mesh is in world units with z up; only the largest --keep-components connected components are kept.
+    """
+
+    load_config: Path
+    """config.yml of the training run."""
+    output: Path
+    """Mesh file to write: .ply, .obj or .glb."""
+    checkpoint: Optional[Path] = None
+    """Checkpoint to load (default: the run's latest)."""
+    class_: Annotated[str, tyro.conf.arg(name="class")] = "0"
+    """Class, by index or name."""
+    seed: int = 0
+    """Seed of the latent."""
+    truncation: float = 0.7
+    """Truncation psi (1 = none)."""
+    latent: Optional[Path] = None
+    """A saved latent file (.pt with ws and class_index) to export instead of --class/--seed."""
+    resolution: int = 256
+    """Lattice points per axis (8..1024); memory and time grow with its cube."""
+    density_threshold: float = DEFAULT_THRESHOLD
+    """Surface level of the density (per world unit; EG3D uses 10)."""
+    keep_components: int = 1
+    """Keep this many connected components with the most faces (0 = all): removes floaters."""
+    volume: Optional[Path] = None
+    """Also write the density lattice here: .npy ([x, y, z] float32) or .mrc."""
+    chunk_size: int = 1 << 18
+    """Points queried at once."""
+    device: str = "auto"
+    """cpu, cuda (or cuda:N), or auto (cuda when available)."""
+
+    def main(self) -> None:
+        export_mesh(self)
+
+
+# ---- the pure part: density lattice -> mesh -----------------------------------------------------------------
+def lattice_axis(resolution: int, bound: float) -> Float[Tensor, "resolution"]:
+    """Coordinates of the lattice points along one axis (both box faces included)."""
+    return torch.linspace(-bound, bound, resolution, dtype=torch.float64).float()
+
+
+@torch.no_grad()
+def density_grid(
+    density_fn: DensityFn,
+    resolution: int,
+    bound: float,
+    chunk_size: int = 1 << 18,
+    progress: bool = False,
+    device: torch.device | str = "cpu",
+) -> Float32[np.ndarray, "res res res"]:
+    """``density_fn`` on the ``resolution^3`` lattice over ``[-bound, bound]^3``, indexed ``[x, y, z]``."""
+    axis = lattice_axis(resolution, bound).to(device)
+    total = resolution**3
+    out = np.empty(total, dtype=np.float32)
+    columns = (TextColumn("querying density"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=CONSOLE, disable=not progress) as bar:
+        task = bar.add_task("density", total=total)
+        for start in range(0, total, chunk_size):
+            index = torch.arange(start, min(start + chunk_size, total), device=device)
+            ix, rest = index // resolution**2, index % resolution**2
+            points = torch.stack([axis[ix], axis[rest // resolution], axis[rest % resolution]], dim=-1)
+            out[start : start + index.shape[0]] = density_fn(points).reshape(-1).float().cpu().numpy()
+            bar.advance(task, index.shape[0])
+    return out.reshape(resolution, resolution, resolution)
+
+
+@torch.no_grad()
+def vertex_colours(colour_fn: ColourFn, vertices: np.ndarray, chunk_size: int = 1 << 18, device="cpu") -> np.ndarray:
+    """RGBA uint8 colours of ``colour_fn`` ([0, 1] RGB) at the vertices."""
+    rgba = np.full((len(vertices), 4), 255, dtype=np.uint8)
+    for start in range(0, len(vertices), chunk_size):
+        points = torch.as_tensor(vertices[start : start + chunk_size], dtype=torch.float32, device=device)
+        rgb = colour_fn(points).reshape(-1, 3).clamp(0, 1).float().cpu().numpy()
+        rgba[start : start + len(points), :3] = np.round(rgb * 255).astype(np.uint8)
+    return rgba
+
+
+def keep_largest_components(mesh: trimesh.Trimesh, keep: int) -> trimesh.Trimesh:
+    """The ``keep`` connected components with the most faces (all of them when ``keep`` is 0)."""
+    if keep <= 0 or len(mesh.faces) == 0:
+        return mesh
+    parts = mesh.split(only_watertight=False)
+    if len(parts) <= keep:
+        return mesh
+    parts = sorted(parts, key=lambda m: len(m.faces), reverse=True)[:keep]
+    return trimesh.util.concatenate(parts)
+
+
+def mesh_from_grid(
+    grid: Float32[np.ndarray, "res res res"],
+    bound: float,
+    threshold: float,
+    colour_fn: Optional[ColourFn] = None,
+    keep_components: int = 0,
+    device: torch.device | str = "cpu",
+) -> trimesh.Trimesh:
+    """Marching cubes at ``threshold`` on a lattice from ``density_grid`` (watertight, inside the box)."""
+    low, high = float(grid.min()), float(grid.max())
+    if not high > threshold:
+        raise UserError(
+            f"the density never exceeds the threshold {threshold:g} (it ranges {low:.3g}..{high:.3g}); "
+            "lower --density-threshold"
+        )
+    resolution = grid.shape[0]
+    spacing = 2.0 * bound / (resolution - 1)
+    padded = np.pad(grid, 1, mode="constant", constant_values=min(0.0, low))
+    # density rises towards the inside: "ascent" winds the faces with their normals pointing outwards
+    verts, faces, _, _ = marching_cubes(padded, level=threshold, spacing=(spacing,) * 3, gradient_direction="ascent")
+    verts = np.clip(verts - spacing - bound, -bound, bound)  # padded index 0 lies one step outside the box
+    mesh = trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+    mesh = keep_largest_components(mesh, keep_components)
+    if colour_fn is not None:
+        mesh.visual.vertex_colors = vertex_colours(colour_fn, mesh.vertices, device=device)
+    return mesh
+
+
+def extract_mesh(
+    density_fn: DensityFn,
+    colour_fn: Optional[ColourFn],
+    resolution: int,
+    bound: float,
+    threshold: float = DEFAULT_THRESHOLD,
+    keep_components: int = 0,
+    chunk_size: int = 1 << 18,
+    progress: bool = False,
+) -> trimesh.Trimesh:
+    """Mesh of the surface ``density = threshold`` of any density function over ``[-bound, bound]^3``.
+
+    ``density_fn`` maps points [n, 3] to densities [n] (or [n, 1]); ``colour_fn`` to RGB [n, 3] in [0, 1]
+    (None: no vertex colours).  Vertices are in the functions' (world) coordinates.
+    """
+    grid = density_grid(density_fn, resolution, bound, chunk_size, progress)
+    return mesh_from_grid(grid, bound, threshold, colour_fn, keep_components)
+
+
+# ---- files ----------------------------------------------------------------------------------------------
+def write_atomic_with_suffix(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file with the same suffix next to ``path``, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_mesh(path: Path, mesh: trimesh.Trimesh) -> None:
+    """.ply / .obj / .glb by trimesh (the format follows the suffix), atomically."""
+    write_atomic_with_suffix(path, lambda tmp: mesh.export(tmp))
+
+
+def mrc_bytes(volume: Float32[np.ndarray, "nx ny nz"], voxel_size: float, origin: float) -> bytes:
+    """An MRC2014 file (mode 2, float32) of a volume indexed ``[x, y, z]``; header in world units."""
+    volume = np.asarray(volume, dtype=np.float32)
+    nx, ny, nz = volume.shape
+    header = bytearray(1024)
+    struct.pack_into("<3i", header, 0, nx, ny, nz)  # columns, rows, sections
+    struct.pack_into("<i", header, 12, 2)  # mode 2: 32-bit float
+    struct.pack_into("<3i", header, 16, 0, 0, 0)  # start indices
+    struct.pack_into("<3i", header, 28, nx, ny, nz)  # sampling
+    struct.pack_into("<3f", header, 40, nx * voxel_size, ny * voxel_size, nz * voxel_size)  # cell lengths
+    struct.pack_into("<3f", header, 52, 90.0, 90.0, 90.0)  # cell angles
+    struct.pack_into("<3i", header, 64, 1, 2, 3)  # x, y, z axes along columns, rows, sections
+    struct.pack_into("<3f", header, 76, float(volume.min()), float(volume.max()), float(volume.mean()))
+    struct.pack_into("<2i", header, 88, 1, 0)  # space group 1 (a single volume), no extended header
+    struct.pack_into("<i", header, 108, 20140)  # NVERSION
+    struct.pack_into("<3f", header, 196, origin, origin, origin)
+    header[208:212] = b"MAP "
+    header[212:216] = bytes([0x44, 0x44, 0x00, 0x00])  # little-endian
+    struct.pack_into("<f", header, 216, float(volume.std()))
+    struct.pack_into("<i", header, 220, 1)
+    header[224:304] = b"triplane-gan-ns density".ljust(80)
+    return bytes(header) + np.ascontiguousarray(volume.transpose(2, 1, 0)).astype("<f4").tobytes()
+
+
+def write_volume(path: Path, grid: Float32[np.ndarray, "res res res"], bound: float) -> None:
+    """The density lattice as .npy ([x, y, z]) or .mrc, atomically."""
+    path = Path(path)
+    if path.suffix.lower() == ".mrc":
+        data = mrc_bytes(grid, 2.0 * bound / (grid.shape[0] - 1), -bound)
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    else:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, grid.astype(np.float32))
+
+        atomic_write(path, write)
+
+
+# ---- the command ------------------------------------------------------------------------------------------
+def _check_options(config: ExportMesh) -> None:
+    if not MIN_RESOLUTION <= config.resolution <= MAX_RESOLUTION:
+        raise UserError(f"--resolution {config.resolution} is impossible; use {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+    if Path(config.output).suffix.lower() not in MESH_SUFFIXES:
+        raise UserError(f"--output {config.output}: unsupported mesh format; use {', '.join(MESH_SUFFIXES)}")
+    if config.volume is not None and Path(config.volume).suffix.lower() not in VOLUME_SUFFIXES:
+        raise UserError(f"--volume {config.volume}: unsupported volume format; use {', '.join(VOLUME_SUFFIXES)}")
+    if not config.density_threshold > 0:
+        raise UserError("--density-threshold must be positive")
+    if config.keep_components < 0:
+        raise UserError("--keep-components must be 0 (keep all) or more")
+    if config.chunk_size < 1:
+        raise UserError("--chunk-size must be positive")
+    for path in (config.output, config.volume):
+        if path is not None:
+            check_writable_dir(Path(path).absolute().parent, create=False)
+
+
+def latent_field_fns(model: TriplaneGANModel, latent: Latent):
+    """(density_fn, colour_fn) of one latent's triplane under the EMA generator's field."""
+    gen = model.generator_ema
+    with torch.no_grad():
+        planes = gen.planes(latent.ws(model), noise_mode="const")
+
+    def density_fn(points: Float[Tensor, "num 3"]) -> Float[Tensor, "num"]:
+        return gen.field.query(planes, points.to(model.device))[0][..., 0]
+
+    def colour_fn(points: Float[Tensor, "num 3"]) -> Float[Tensor, "num 3"]:
+        return gen.field.query(planes, points.to(model.device))[1][..., :3]
+
+    return density_fn, colour_fn
+
+
+def export_mesh(config: ExportMesh) -> trimesh.Trimesh:
+    """Run ``triplane-gan export-mesh``; returns the mesh written."""
+    _check_options(config)
+    model = open_model(config.load_config, config.checkpoint, config.device)
+    if config.latent is not None:
+        latent = load_latent(config.latent, model)
+    else:
+        latent = Latent(resolve_class(config.class_, model.class_names), config.seed, config.truncation)
+    bound = model.generator_ema.config.scene_bound
+    density_fn, colour_fn = latent_field_fns(model, latent)
+    grid = density_grid(density_fn, config.resolution, bound, config.chunk_size, progress=True, device=model.device)
+    if config.volume is not None:
+        write_volume(config.volume, grid, bound)
+        CONSOLE.print(f"Wrote the {config.resolution}³ density volume to {config.volume}")
+    mesh = mesh_from_grid(grid, bound, config.density_threshold, colour_fn, config.keep_components, model.device)
+    write_mesh(config.output, mesh)
+    CONSOLE.print(
+        f"Wrote {config.output}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
+        f"({latent.name}, density threshold {config.density_threshold:g})"
+    )
+    return mesh

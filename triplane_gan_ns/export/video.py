@@ -1,0 +1,326 @@
+"""``triplane-gan render``: views, orbit videos, depth and opacity images of generated objects.
+
+For every latent (each ``--classes`` x ``--seeds`` pair, or each ``--latent`` file) it writes, into
+``--output-dir``::
+
+    <name>_grid.png      --views azimuths (k * 360 / views degrees) side by side, at --elevation-degrees
+    <name>_depth.png     expected depth of the same views, normalised over the object and colour-mapped (turbo)
+    <name>_opacity.png   accumulated opacity of the same views (white = opaque)
+    <name>_orbit.gif     --frames + 1 frames at azimuths k * 360 / frames, k = 0..frames (closed loop)
+    <name>_orbit.mp4     the same frames (H.264 through PyAV; skipped with a note when PyAV is unavailable)
+
+where ``<name>`` is ``class<c>_seed<s>`` or ``latent-<file stem>``.  The orbit's last frame shows azimuth 360°,
+the same camera as the first, so the loop closes (and the two frames are identical).
+
+Resolution: at the model's output resolution (the default) images go through the trained path, volume
+rendering at the neural resolution then super-resolution; depth and opacity are at the neural resolution.  At
+any other ``--resolution`` the cameras are built at that size and the images are raw volume renderings (no
+super-resolution), in chunks of rays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from jaxtyping import Float, UInt8
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.utils.colormaps import ColormapOptions, apply_depth_colormap
+from nerfstudio.utils.rich_utils import CONSOLE
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
+
+from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.export import check_writable_dir
+from triplane_gan_ns.export.latents import Latent, latents_from_args, open_model
+from triplane_gan_ns.model import TriplaneGANModel
+from triplane_gan_ns.pose_samplers.base import make_cameras, yaw_pitch_directions
+from triplane_gan_ns.pose_samplers.camera_utils import look_at
+from triplane_gan_ns.training.trainer import atomic_write
+
+MIN_RESOLUTION = 8
+
+
+@dataclass
+class RenderLatents:
+    """Render generated objects: a grid of views, an orbit video (GIF, and MP4 when PyAV is installed), depth
+    and opacity images per (class, seed), as <name>_grid.png, _depth.png, _opacity.png, _orbit.gif, _orbit.mp4.
+
+    At the model's output resolution (default) images go through super-resolution as in training, and depth
+    and opacity are at the neural (volume-rendering) resolution; any other --resolution renders raw volume
+    rendering at that size (no super-resolution).  Camera radius and field of view default to the model's pose
+    sampler.  The orbit has --frames + 1 frames: azimuths k*360/frames for k = 0..frames, so its last frame
+    repeats the first.
+    """
+
+    load_config: Path
+    """config.yml of the training run."""
+    output_dir: Path
+    """Folder for the images and videos (created if missing)."""
+    checkpoint: Optional[Path] = None
+    """Checkpoint to load (default: the run's latest)."""
+    classes: Tuple[str, ...] = ("0",)
+    """Classes to render, by index or name."""
+    seeds: Tuple[int, ...] = (0,)
+    """Seeds of the latents; every class is rendered with every seed."""
+    truncation: float = 0.7
+    """Truncation psi (1 = none, smaller = closer to the class average)."""
+    latent: Tuple[Path, ...] = ()
+    """Saved latent files (.pt with ws and class_index) to render instead of --classes/--seeds."""
+    radius: Optional[float] = None
+    """Camera distance from the scene centre (default: the model's pose sampler)."""
+    fov_degrees: Optional[float] = None
+    """Field of view (default: the model's pose sampler)."""
+    elevation_degrees: float = 20.0
+    """Camera elevation above the horizontal plane (world z is up)."""
+    views: int = 8
+    """Azimuths in the grid, depth and opacity images."""
+    frames: int = 48
+    """Orbit frames per full turn; the video has frames + 1 (the last repeats the first)."""
+    fps: int = 24
+    """Frame rate of the orbit video."""
+    resolution: Optional[int] = None
+    """Image side (default: the model's output resolution); any other value renders raw, without super-resolution."""
+    device: str = "auto"
+    """cpu, cuda (or cuda:N), or auto (cuda when available)."""
+
+    def main(self) -> None:
+        render_latents(self)
+
+
+# ---- cameras ----------------------------------------------------------------------------------------------
+def orbit_cameras(
+    num_views: int,
+    resolution: int,
+    radius: float,
+    fov_degrees: float,
+    elevation_degrees: float = 20.0,
+    closed: bool = False,
+) -> Cameras:
+    """Cameras at azimuths ``k * 360 / num_views`` looking at the origin; ``closed`` adds ``k = num_views``,
+    which is the very same camera as ``k = 0`` (so the orbit's last frame equals its first)."""
+    k = torch.arange(num_views + (1 if closed else 0))
+    yaw = (k % num_views).float() * (2 * math.pi / num_views)
+    pitch = torch.full_like(yaw, math.radians(elevation_degrees))
+    eyes = radius * yaw_pitch_directions(yaw, pitch)
+    return make_cameras(look_at(eyes), resolution, fov_degrees)
+
+
+# ---- rendering ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def render_view(
+    model: TriplaneGANModel,
+    ws: Float[Tensor, "1 num_ws w_dim"],
+    planes: Tensor,
+    camera: Cameras,
+    raw: bool,
+    rays_per_chunk: Optional[int] = None,
+) -> Dict[str, Tensor]:
+    """One camera's ``image`` [3, H, W] in [0, 1], ``depth`` [1, h, w] and ``accumulation`` [1, h, w].
+
+    ``raw``: volume rendering at the camera's own size, in chunks of rays.  Otherwise the trained path (camera
+    at the neural resolution, super-resolution to the output resolution), exactly as ``model.generate`` does.
+    """
+    gen = model.generator_ema
+    camera = camera.to(model.device)
+    if not raw:
+        out = gen.render(ws, camera, planes=planes, noise_mode="const")
+        return {
+            "image": out["image"][0].clamp(0, 1),
+            "depth": out["depth"][0],
+            "accumulation": out["accumulation"][0],
+        }
+    rays = gen.camera_rays(camera, torch.zeros(1, dtype=torch.long, device=model.device))[0]  # [h, w]
+    h, w = rays.shape
+    flat = rays.flatten()
+    chunk = rays_per_chunk or model.config.eval_num_rays_per_chunk
+    parts: Dict[str, List[Tensor]] = {}
+    for start in range(0, flat.shape[0], chunk):
+        out = gen.render_rays(planes, flat[start : start + chunk])
+        for key in ("rgb", "depth", "accumulation"):
+            parts.setdefault(key, []).append(out[key])
+    images = {k: torch.cat(v).view(h, w, -1).permute(2, 0, 1) for k, v in parts.items()}
+    return {"image": images["rgb"].clamp(0, 1), "depth": images["depth"], "accumulation": images["accumulation"]}
+
+
+@torch.no_grad()
+def render_views(
+    model: TriplaneGANModel,
+    latent: Latent,
+    cameras: Cameras,
+    raw: bool,
+    on_view: Optional[Callable[[], None]] = None,
+) -> Dict[str, Float[Tensor, "views channels height width"]]:
+    """Every camera of ``cameras`` (one at a time, so each view's pixels do not depend on the others)."""
+    ws = latent.ws(model)
+    planes = model.generator_ema.planes(ws, noise_mode="const")
+    outs: Dict[str, List[Tensor]] = {}
+    for i in range(cameras.shape[0]):
+        for key, value in render_view(model, ws, planes, cameras[i : i + 1], raw).items():
+            outs.setdefault(key, []).append(value.cpu())
+        if on_view is not None:
+            on_view()
+    return {k: torch.stack(v) for k, v in outs.items()}
+
+
+# ---- images -------------------------------------------------------------------------------------------------
+def to_uint8(images: Float[Tensor, "*bs channels height width"]) -> UInt8[np.ndarray, "*bs height width channels"]:
+    """[0, 1] channel-first images to uint8 channel-last arrays."""
+    return (images.clamp(0, 1).movedim(-3, -1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def side_by_side(images: Float[Tensor, "views channels height width"]) -> Float[Tensor, "channels height total"]:
+    return torch.cat(list(images), dim=-1)
+
+
+def colour_depth(
+    depth: Float[Tensor, "views 1 height width"], accumulation: Float[Tensor, "views 1 height width"]
+) -> Float[Tensor, "views 3 height width"]:
+    """Depth normalised over the object's pixels (opacity > 0.5, all pixels if none) of all views together,
+    colour-mapped with turbo and composited over white by opacity."""
+    fg = accumulation > 0.5
+    values = depth[fg] if fg.any() else depth.flatten()
+    near, far = float(values.min()), float(values.max())
+    coloured = apply_depth_colormap(
+        depth.movedim(1, -1),
+        accumulation=accumulation.movedim(1, -1).clamp(0, 1),
+        near_plane=near,
+        far_plane=far,
+        colormap_options=ColormapOptions(colormap="turbo"),
+    )
+    return coloured.movedim(-1, 1)
+
+
+def write_png(path: Path, array: UInt8[np.ndarray, "height width *channels"]) -> None:
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def write_gif(path: Path, frames: UInt8[np.ndarray, "frames height width 3"], fps: int) -> None:
+    images = [Image.fromarray(f) for f in frames]
+    duration = max(20, round(1000 / fps))
+    atomic_write(
+        path,
+        lambda tmp: images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0
+        ),
+    )
+
+
+def mp4_codec() -> Optional[str]:
+    """An MP4 video encoder PyAV offers here (libx264, else mpeg4), or None when PyAV is missing."""
+    try:
+        import av
+    except ImportError:
+        return None
+    for codec in ("libx264", "mpeg4"):
+        if codec in av.codecs_available:
+            return codec
+    return None
+
+
+def write_mp4(path: Path, frames: UInt8[np.ndarray, "frames height width 3"], fps: int) -> bool:
+    """Encode ``frames`` as MP4 with PyAV; False (nothing written) when no encoder is available.
+
+    yuv420p needs even sides: odd-sized frames are padded by repeating their last row/column."""
+    codec = mp4_codec()
+    if codec is None:
+        return False
+    import av
+
+    h, w = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+    def write(tmp: Path) -> None:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            if codec == "libx264":
+                stream.options = {"crf": "18"}
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+
+    atomic_write(path, write)
+    return True
+
+
+# ---- the command ------------------------------------------------------------------------------------------
+def _check_options(config: RenderLatents) -> None:
+    if config.resolution is not None and config.resolution < MIN_RESOLUTION:
+        raise UserError(f"--resolution {config.resolution} is too small; use at least {MIN_RESOLUTION}")
+    if config.views < 1:
+        raise UserError("--views must be at least 1")
+    if config.frames < 2:
+        raise UserError("--frames must be at least 2")
+    if config.fps < 1:
+        raise UserError("--fps must be at least 1")
+    if config.radius is not None and config.radius <= 0:
+        raise UserError("--radius must be positive")
+    if config.fov_degrees is not None and not 0 < config.fov_degrees < 180:
+        raise UserError("--fov-degrees must be between 0 and 180")
+    if not config.latent and (not config.classes or not config.seeds):
+        raise UserError("give at least one class and one seed (--classes, --seeds) or a --latent file")
+
+
+def render_latents(config: RenderLatents) -> List[Path]:
+    """Run ``triplane-gan render``; returns the files written."""
+    _check_options(config)
+    model = open_model(config.load_config, config.checkpoint, config.device)
+    latents = latents_from_args(model, config.classes, config.seeds, config.truncation, config.latent)
+    out_dir = Path(config.output_dir)
+    check_writable_dir(out_dir, create=True)
+
+    sampler = model.pose_sampler.config
+    radius = config.radius if config.radius is not None else sampler.radius
+    fov = config.fov_degrees if config.fov_degrees is not None else sampler.fov_degrees
+    raw = config.resolution is not None and config.resolution != model.resolution
+    camera_resolution = config.resolution if raw else model.config.generator.neural_resolution
+    if raw:
+        CONSOLE.print(
+            f"Rendering raw volume rendering at {config.resolution}² (no super-resolution; "
+            f"the model's output resolution is {model.resolution}²)"
+        )
+    grid_cameras = orbit_cameras(config.views, camera_resolution, radius, fov, config.elevation_degrees)
+    orbit = orbit_cameras(config.frames, camera_resolution, radius, fov, config.elevation_degrees, closed=True)
+    if mp4_codec() is None:
+        CONSOLE.print("[yellow]PyAV with an MP4 encoder is not available: writing GIF orbits only")
+
+    written: List[Path] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=CONSOLE) as bar:
+        task = bar.add_task("rendering", total=len(latents) * (config.views + config.frames + 1))
+        for latent in latents:
+            bar.update(task, description=f"rendering {latent.name}")
+            views = render_views(model, latent, grid_cameras, raw, on_view=lambda: bar.advance(task))
+            frames = to_uint8(render_views(model, latent, orbit, raw, on_view=lambda: bar.advance(task))["image"])
+            written += write_outputs(out_dir, latent.name, views, frames, config.fps)
+    CONSOLE.print(f"Wrote {len(written)} files for {len(latents)} latents to {out_dir}")
+    return written
+
+
+def write_outputs(
+    out_dir: Path,
+    name: str,
+    views: Dict[str, Tensor],
+    frames: UInt8[np.ndarray, "frames height width 3"],
+    fps: int,
+) -> List[Path]:
+    """The grid, depth and opacity PNGs and the orbit GIF (and MP4) of one latent."""
+    paths = {k: out_dir / f"{name}_{k}" for k in ("grid.png", "depth.png", "opacity.png", "orbit.gif", "orbit.mp4")}
+    write_png(paths["grid.png"], to_uint8(side_by_side(views["image"])))
+    depth = colour_depth(views["depth"], views["accumulation"])
+    write_png(paths["depth.png"], to_uint8(side_by_side(depth)))
+    write_png(paths["opacity.png"], to_uint8(side_by_side(views["accumulation"]))[..., 0])
+    write_gif(paths["orbit.gif"], frames, fps)
+    written = [paths[k] for k in ("grid.png", "depth.png", "opacity.png", "orbit.gif")]
+    if write_mp4(paths["orbit.mp4"], frames, fps):
+        written.append(paths["orbit.mp4"])
+    return written
