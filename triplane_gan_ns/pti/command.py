@@ -3,8 +3,10 @@
 For each photo, ``OUTPUT_DIR/<photo stem>/`` receives: ``input.png`` (the aligned photo: centre-cropped to a
 square and resized; EXIF orientation, alpha, grayscale and CMYK handled), ``stage1.png`` / ``stage2.png``
 (reconstructions after each stage), ``losses.json`` (per step), ``pivot.pt`` (the latent: ``ws`` and
-``class_index``), and ``run/.../config.yml`` with a checkpoint holding the tuned generator, which
-``triplane-gan render``, ``triplane-gan export-mesh`` and ``ns-viewer`` load like any training run.
+``class_index``), ``run/.../config.yml`` with a checkpoint holding the tuned generator, which
+``triplane-gan render``, ``triplane-gan export-mesh`` and ``ns-viewer`` load like any training run, and,
+made from that run: ``latent-pivot_grid.png`` (views), ``latent-pivot_orbit.gif``/``.mp4`` (turntable), ``latent-pivot_depth.png``,
+``latent-pivot_opacity.png`` and ``mesh.ply``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from typing_extensions import Annotated
 from triplane_gan_ns.data.dataset import try_load_square_rgb
 from triplane_gan_ns.data.renders_dataparser import IMAGE_SUFFIXES
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.export.latents import resolve_class
+from triplane_gan_ns.export.mesh import ExportMesh
+from triplane_gan_ns.export.video import RenderLatents
 from triplane_gan_ns.inference import load_model
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
@@ -42,21 +47,6 @@ def to_png(image: torch.Tensor, path: Path) -> None:
     array = (image.detach().reshape(-1, *image.shape[-2:]).permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255)
     pil = Image.fromarray(array.round().astype(np.uint8))
     atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
-
-
-def resolve_class(model: TriplaneGANModel, value: Optional[str]) -> Optional[int]:
-    """A class index from an index or a class name; None when not given."""
-    if value is None:
-        return None
-    names = model.class_names
-    if value.isdigit():
-        index = int(value)
-        if not 0 <= index < len(names):
-            raise UserError(f"class {index} is out of range; this generator has classes 0..{len(names) - 1}")
-        return index
-    if value in names:
-        return names.index(value)
-    raise UserError(f"unknown class {value!r}; known: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
 
 
 @torch.no_grad()
@@ -112,6 +102,10 @@ class Invert:
     """Elevation of the fixed camera."""
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     """Device to run on."""
+    turntable_frames: int = 48
+    """Frames of the turntable video of the reconstruction (0 = none)."""
+    mesh_resolution: int = 128
+    """Grid resolution of the exported mesh (0 = no mesh)."""
     inversion: InversionConfig = field(default_factory=InversionConfig)
     """Step counts, learning rates and loss weights of both stages."""
 
@@ -119,7 +113,7 @@ class Invert:
         photos = self._photos()
         model, ckpt = load_model(self.load_config, self.checkpoint, device=self.device)
         perceptual = build_perceptual(self.perceptual, self.perceptual_weights, device=self.device)
-        class_index = resolve_class(model, self.class_)
+        class_index = None if self.class_ is None else resolve_class(self.class_, model.class_names)
         failures: List[Tuple[Path, str]] = []
         for photo in photos:
             try:
@@ -184,5 +178,18 @@ class Invert:
         atomic_write(out / "losses.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
         pivot = {"ws": result.ws.detach().cpu(), "class_index": class_index}
         atomic_write(out / "pivot.pt", lambda tmp: torch.save(pivot, tmp))
-        save_tuned_run(model, result, self.load_config, ckpt, out / "run")
+        tuned_config = save_tuned_run(model, result, self.load_config, ckpt, out / "run")
+        if self.turntable_frames > 0:  # view grid, turntable, depth and opacity of the reconstructed object
+            RenderLatents(
+                load_config=tuned_config, output_dir=out, latent=(out / "pivot.pt",), frames=self.turntable_frames,
+                device=self.device,
+            ).main()
+        if self.mesh_resolution > 0:
+            try:
+                ExportMesh(
+                    load_config=tuned_config, output=out / "mesh.ply", latent=out / "pivot.pt",
+                    resolution=self.mesh_resolution, device=self.device,
+                ).main()
+            except UserError as err:  # e.g. a barely trained generator whose density never reaches the level
+                print(f"mesh not exported for {photo}: {err}")
         return out
