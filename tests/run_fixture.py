@@ -22,6 +22,7 @@ def trained_tiny_run(tmp_path_factory) -> Path:
             NS_TRAIN, "triplane-gan-tiny",
             "--max-num-iterations", "4",
             "--steps-per-save", "2",
+            "--save-only-latest-checkpoint", "False",
             "--output-dir", str(out),
             "--experiment-name", "tiny",
             "--timestamp", "run",

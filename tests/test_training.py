@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from run_fixture import trained_tiny_run  # noqa: F401  (pytest fixture)
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
 
@@ -21,20 +22,10 @@ def _ns_train(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    result = _ns_train(
-        "--max-num-iterations", "4",
-        "--steps-per-save", "2",
-        "--save-only-latest-checkpoint", "False",
-        "--output-dir", str(out),
-        "--experiment-name", "tiny",
-        "--timestamp", "run",
-        "--pipeline.r1-interval", "2",
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out / "tiny" / "triplane-gan-tiny" / "run"
+@pytest.fixture
+def tiny_run(trained_tiny_run):
+    """The session's 4-step ns-train run (checkpoints at steps 2 and 3)."""
+    return trained_tiny_run
 
 
 def _load(path: Path) -> dict:
