@@ -120,8 +120,8 @@ triplane_gan_shapenet = MethodSpecification(
 triplane_gan_tiny = MethodSpecification(
     config=GanTrainerConfig(
         method_name="triplane-gan-tiny",
-        max_num_iterations=300,
-        steps_per_save=100,
+        max_num_iterations=240,
+        steps_per_save=80,
         mixed_precision=False,
         machine=MachineConfig(device_type=DEVICE, seed=0),
         vis="tensorboard",
