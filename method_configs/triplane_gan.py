@@ -10,7 +10,7 @@ Only assembles configs; every class comes from ``triplane_gan_ns``.
 from __future__ import annotations
 
 import torch
-from nerfstudio.configs.base_config import LocalWriterConfig, LoggingConfig, MachineConfig, ViewerConfig
+from nerfstudio.configs.base_config import LoggingConfig, MachineConfig, ViewerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from triplane_gan_ns.backbones.stylegan2 import StyleGAN2BackboneConfig
@@ -27,6 +27,7 @@ from triplane_gan_ns.superresolution import SuperResolutionConfig
 from triplane_gan_ns.training.augment import AugmentConfig
 from triplane_gan_ns.training.optimizers import AdamBetasOptimizerConfig
 from triplane_gan_ns.training.pipeline import GanPipelineConfig
+from triplane_gan_ns.training.progress import GanLocalWriterConfig
 from triplane_gan_ns.training.trainer import GanTrainerConfig
 
 install_excepthook()
@@ -125,7 +126,7 @@ triplane_gan_tiny = MethodSpecification(
         mixed_precision=False,
         machine=MachineConfig(device_type=DEVICE, seed=0),
         vis="tensorboard",
-        logging=LoggingConfig(steps_per_log=10, local_writer=LocalWriterConfig(enable=True)),
+        logging=LoggingConfig(steps_per_log=10, local_writer=GanLocalWriterConfig()),
         viewer=ViewerConfig(quit_on_train_completion=True, websocket_host="127.0.0.1"),
         pipeline=GanPipelineConfig(
             datamanager=GanDataManagerConfig(

@@ -15,7 +15,7 @@ NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
 
 @pytest.fixture(scope="session")
 def trained_tiny_run(tmp_path_factory) -> Path:
-    """Run folder (config.yml, class_index.json, nerfstudio_models/) of a 4-step tiny run."""
+    """Run folder (config.yml, class_index.json, nerfstudio_models/, ns-train-stdout.txt) of a 4-step tiny run."""
     out = tmp_path_factory.mktemp("trained-runs")
     result = subprocess.run(
         [
@@ -31,4 +31,6 @@ def trained_tiny_run(tmp_path_factory) -> Path:
         capture_output=True, text=True, timeout=900, env=dict(os.environ),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out / "tiny" / "triplane-gan-tiny" / "run"
+    run = out / "tiny" / "triplane-gan-tiny" / "run"
+    (run / "ns-train-stdout.txt").write_text(result.stdout)
+    return run

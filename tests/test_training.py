@@ -52,6 +52,18 @@ def test_sample_grid_png_has_classes_by_views(tiny_run):
     assert orbit.n_frames == 24 and orbit.size == (32, 32)
 
 
+def test_progress_table_shows_images_per_second(tiny_run):
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", (tiny_run / "ns-train-stdout.txt").read_text())
+    header = next(line for line in text.splitlines() if line.startswith("Step (% Done)"))
+    assert "Train Images / Sec" in header and "Rays" not in header
+    row = next(line for line in text.splitlines() if line.startswith("0 (0.00%)"))
+    column = header.index("Train Images / Sec")
+    images_per_sec = float(row[column:].split()[0])
+    assert 0 < images_per_sec < 1000  # 4 real images per step, each step well under a second to a few seconds
+
+
 def test_checkpoint_loads_back_through_nerfstudio(tiny_run):
     from nerfstudio.utils.eval_utils import eval_setup
 

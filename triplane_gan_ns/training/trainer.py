@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Type
@@ -21,6 +22,7 @@ from typing import Dict, Type
 import numpy as np
 import torch
 import torch.distributed as dist
+from nerfstudio.configs.base_config import LoggingConfig
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
@@ -29,6 +31,7 @@ from PIL import Image
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.training.pipeline import GanPipeline, GanPipelineConfig
+from triplane_gan_ns.training.progress import IMAGES_PER_SEC, GanLocalWriterConfig
 
 PHASES = ("discriminator", "generator")
 CLASS_INDEX = "class_index.json"
@@ -41,6 +44,8 @@ class GanTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: GanTrainer)
     pipeline: GanPipelineConfig = field(default_factory=GanPipelineConfig)
     """The GAN pipeline."""
+    logging: LoggingConfig = field(default_factory=lambda: LoggingConfig(local_writer=GanLocalWriterConfig()))
+    """nerfstudio's logging; the terminal table shows images/s."""
     sample_grid_views: int = 6
     """Views (columns) of the sample grid written with every checkpoint."""
     orbit_frames: int = 24
@@ -140,6 +145,7 @@ class GanTrainer(Trainer):
         return torch.autocast(device_type=self.device.split(":")[0], enabled=False)
 
     def train_iteration(self, step: int):
+        start = time.perf_counter()
         loss_dict: Dict[str, torch.Tensor] = {}
         metrics_dict: Dict[str, torch.Tensor] = {}
         skipped = []
@@ -172,6 +178,8 @@ class GanTrainer(Trainer):
         self.optimizers.scheduler_step_all(step)
         metrics_dict["skipped_steps_in_a_row"] = torch.tensor(float(self._bad_steps))
         total = functools.reduce(torch.add, loss_dict.values())
+        images = self.world_size * self.pipeline.datamanager.config.batch_size
+        writer.put_time(name=IMAGES_PER_SEC, duration=images / max(1e-6, time.perf_counter() - start), step=step)
         return total, loss_dict, metrics_dict
 
     def _reduce_grads(self, phase: str, loss: torch.Tensor) -> tuple[bool, torch.Tensor]:
