@@ -1,0 +1,114 @@
+"""Training makes the tiny generator more like the embedded data: right colours and silhouettes per class.
+
+The learning test trains the ``triplane-gan-tiny`` preset in-process on the embedded shapes (four classes of
+distinct colours on white) and compares the EMA generator with the data before and after, using the
+discriminator-free measures of ``triplane_gan_ns.eval.learning``.  FD-EffNetLite0 is left to
+``benchmarks/learning_curve.py``: with the few images a test can afford it is too noisy to assert on.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+import torch
+
+from triplane_gan_ns.eval.learning import (
+    class_colour_stats,
+    dataset_images,
+    foreground_mask,
+    measure_generator,
+    min_pairwise_distance,
+    train_and_measure,
+)
+
+SEED = 0
+STEPS = 250
+"""Training steps of the learning test."""
+RESOLUTION = 16
+"""Data and neural rendering resolution of the learning test (the preset: 32)."""
+SAMPLES_PER_RAY = 8
+"""Coarse and importance samples per ray of the learning test (the preset: 16 + 16)."""
+NUM_PER_CLASS = 8
+"""Generated images per class for each measurement."""
+MAX_DISTANCE_RATIO = 0.3
+"""The colour/silhouette distance after training must be below this fraction of its initial value."""
+MIN_CLASS_SEPARATION = 0.06
+"""Smallest colour distance between two generated classes after training (real data: about 0.27)."""
+MIN_SEPARATION_GAIN = 10.0
+"""The class separation must grow at least this many times during training."""
+
+
+def test_foreground_statistics_of_known_images():
+    images = torch.ones(2, 3, 4, 4)
+    images[0, :, :2, :] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)  # top half red
+    images[1, :, :1, :1] = torch.tensor([0.0, 0.5, 0.0]).view(3, 1, 1)  # one green pixel
+    images[1, :, 3, 3] = 0.95  # near-white: background
+    assert foreground_mask(images).sum(dim=(1, 2)).tolist() == [8.0, 1.0]
+    means, fractions = class_colour_stats(images, torch.tensor([0, 2]), num_classes=4)
+    torch.testing.assert_close(means[0], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(means[2], torch.tensor([0.0, 0.5, 0.0]))
+    torch.testing.assert_close(fractions[[0, 2]], torch.tensor([0.5, 1 / 16]))
+    assert torch.isnan(means[1]).all() and torch.isnan(fractions[3])
+    blank_means, blank_fractions = class_colour_stats(torch.ones(1, 3, 4, 4), torch.tensor([0]), num_classes=1)
+    assert blank_means[0].tolist() == [1.0, 1.0, 1.0] and blank_fractions[0] == 0
+    assert min_pairwise_distance(torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])) == 1.0
+
+
+def test_measuring_is_repeatable_and_leaves_the_global_rng_alone(tiny_model):
+    real = torch.ones(8, 3, 32, 32)
+    real[:, :, 8:24, 8:24] = torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)
+    labels = torch.arange(8) % 4
+    torch.manual_seed(123)
+    first = measure_generator(tiny_model, real, labels, num_per_class=2)
+    after_first = torch.rand(1)
+    torch.manual_seed(123)
+    second = measure_generator(tiny_model, real, labels, num_per_class=2)
+    assert torch.equal(torch.rand(1), after_first)
+    assert first == second
+    assert first["real_fg_fraction"] == pytest.approx([0.25] * 4)
+    assert first["real_class_separation"] == 0.0
+
+
+def test_measuring_needs_a_white_background(tiny_model):
+    model = copy.deepcopy(tiny_model)
+    model.config = copy.deepcopy(model.config)
+    model.config.generator.background = "black"
+    with pytest.raises(ValueError, match="white background"):
+        measure_generator(model, torch.ones(4, 3, 32, 32), torch.arange(4), num_per_class=1)
+
+
+def test_tiny_gan_learns_class_colours_and_silhouettes(tmp_path):
+    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
+
+    torch.manual_seed(SEED)
+    cfg = copy.deepcopy(triplane_gan_tiny.config)
+    cfg.machine.device_type = "cpu"
+    cfg.machine.seed = SEED
+    cfg.output_dir = tmp_path
+    cfg.vis = "tensorboard"
+    # cost only: smaller images and fewer samples per ray; every learning setting is the preset's
+    cfg.pipeline.datamanager.resolution = RESOLUTION
+    generator = cfg.pipeline.model.generator
+    generator.neural_resolution = RESOLUTION
+    generator.num_coarse_samples = SAMPLES_PER_RAY
+    generator.num_importance_samples = SAMPLES_PER_RAY
+    cfg.set_timestamp()
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    real_images, real_labels = dataset_images(trainer.pipeline.datamanager.train_dataset)
+    assert real_labels.unique().numel() == 4
+
+    start = time.perf_counter()
+    before, after = train_and_measure(trainer, STEPS, STEPS, real_images, real_labels, num_per_class=NUM_PER_CLASS)
+    summary = (
+        f"after {STEPS} steps ({time.perf_counter() - start:.0f} s): colour/silhouette distance "
+        f"{before['colour_distance']:.3f} -> {after['colour_distance']:.3f}, class separation "
+        f"{before['class_separation']:.3f} -> {after['class_separation']:.3f} "
+        f"(real data {after['real_class_separation']:.3f})"
+    )
+    print(summary)
+    assert after["colour_distance"] < MAX_DISTANCE_RATIO * before["colour_distance"], summary
+    assert after["class_separation"] > MIN_CLASS_SEPARATION, summary
+    assert after["class_separation"] > MIN_SEPARATION_GAIN * before["class_separation"], summary
