@@ -29,3 +29,41 @@ def tiny_model():
         metadata={"class_names": ["a", "b", "c", "d"], "resolution": 32},
     )
     return model.eval()
+
+
+@pytest.fixture
+def tiny_trainer(tmp_path):
+    """Factory of in-process ``triplane-gan-tiny`` trainers, set up and ready for ``train_iteration(step)``.
+
+    ``resolution`` and ``samples_per_ray`` shrink the cost only; keyword arguments ``a__b=value`` set
+    ``config.a.b``.  Each call seeds torch with ``seed`` first, so two calls build identical trainers.
+    """
+    import copy
+
+    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
+
+    def build(seed: int = 0, resolution: int = 16, samples_per_ray: int = 8, **overrides):
+        torch.manual_seed(seed)
+        cfg = copy.deepcopy(triplane_gan_tiny.config)
+        cfg.machine.device_type = "cpu"
+        cfg.machine.seed = seed
+        cfg.output_dir = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
+        cfg.vis = "tensorboard"
+        cfg.pipeline.datamanager.resolution = resolution
+        generator = cfg.pipeline.model.generator
+        generator.neural_resolution = resolution
+        generator.num_coarse_samples = samples_per_ray
+        generator.num_importance_samples = samples_per_ray
+        for key, value in overrides.items():
+            *parents, name = key.split("__")
+            target = cfg
+            for parent in parents:
+                target = getattr(target, parent)
+            assert hasattr(target, name), key
+            setattr(target, name, value)
+        cfg.set_timestamp()
+        trainer = cfg.setup(local_rank=0, world_size=1)
+        trainer.setup()
+        return trainer
+
+    return build

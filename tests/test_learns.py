@@ -79,24 +79,9 @@ def test_measuring_needs_a_white_background(tiny_model):
         measure_generator(model, torch.ones(4, 3, 32, 32), torch.arange(4), num_per_class=1)
 
 
-def test_tiny_gan_learns_class_colours_and_silhouettes(tmp_path):
-    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
-
-    torch.manual_seed(SEED)
-    cfg = copy.deepcopy(triplane_gan_tiny.config)
-    cfg.machine.device_type = "cpu"
-    cfg.machine.seed = SEED
-    cfg.output_dir = tmp_path
-    cfg.vis = "tensorboard"
+def test_tiny_gan_learns_class_colours_and_silhouettes(tiny_trainer):
     # cost only: smaller images and fewer samples per ray; every learning setting is the preset's
-    cfg.pipeline.datamanager.resolution = RESOLUTION
-    generator = cfg.pipeline.model.generator
-    generator.neural_resolution = RESOLUTION
-    generator.num_coarse_samples = SAMPLES_PER_RAY
-    generator.num_importance_samples = SAMPLES_PER_RAY
-    cfg.set_timestamp()
-    trainer = cfg.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    trainer = tiny_trainer(seed=SEED, resolution=RESOLUTION, samples_per_ray=SAMPLES_PER_RAY)
     real_images, real_labels = dataset_images(trainer.pipeline.datamanager.train_dataset)
     assert real_labels.unique().numel() == 4
 

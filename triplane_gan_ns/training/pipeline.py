@@ -14,6 +14,8 @@ Both phases see images through the same blur (faded out early in training) and d
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, field
 from typing import Dict, Literal, Optional, Tuple, Type
@@ -207,7 +209,11 @@ class GanPipeline(VanillaPipeline):
             fake, fake_labels = self._generate(batch, step)
         do_r1 = self.config.r1_gamma > 0 and step % self.config.r1_interval == 0
         real_images = real["image"].detach().requires_grad_(do_r1)
-        real_logits = model.discriminator(self._prepare(real_images, step), real["label"])
+        # R1 differentiates the discriminator twice, which compiled graphs cannot: its forward runs eagerly
+        discriminate = model.discriminator
+        if do_r1:
+            discriminate = functools.partial(type(model.discriminator).forward, model.discriminator)
+        real_logits = discriminate(self._prepare(real_images, step), real["label"])
         fake_logits = model.discriminator.score_generated(self._prepare(fake["image"], step), fake_labels)
         self.augmenter.accumulate(real_logits)
         loss_dict = {"discriminator": losses.discriminator_loss(real_logits, fake_logits)}

@@ -55,7 +55,10 @@ class GanTrainerConfig(TrainerConfig):
     max_consecutive_bad_steps: int = 20
     """Stop after this many skipped steps in a row."""
     compile: bool = False
-    """torch.compile the backbone and the discriminator (GPU)."""
+    """torch.compile the backbone's synthesis network and the discriminator (R1 steps run the discriminator
+    eagerly: compiled graphs have no double backward)."""
+    compile_backend: str = "inductor"
+    """torch.compile backend (``aot_eager`` traces without generating kernels)."""
 
 
 def atomic_write(path: Path, write) -> None:
@@ -121,8 +124,9 @@ class GanTrainer(Trainer):
         self.write_class_index()
         if self.config.compile:  # compile the forwards, keeping module names (and checkpoint keys) unchanged
             model = self.pipeline.gan_model
-            model.generator.backbone.synthesis = torch.compile(model.generator.backbone.synthesis)
-            model.discriminator.forward = torch.compile(model.discriminator.forward)
+            backend = self.config.compile_backend
+            model.generator.backbone.synthesis = torch.compile(model.generator.backbone.synthesis, backend=backend)
+            model.discriminator.forward = torch.compile(model.discriminator.forward, backend=backend)
 
     @check_main_thread
     def write_class_index(self) -> Path:
@@ -140,9 +144,11 @@ class GanTrainer(Trainer):
         return path
 
     def _autocast(self):
-        if self.mixed_precision and self.device.startswith("cuda"):
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return torch.autocast(device_type=self.device.split(":")[0], enabled=False)
+        """bf16 autocast with ``--mixed-precision`` where bf16 is supported (nerfstudio turns mixed precision
+        off on CPU), otherwise fp32.  Parameters, optimizer states and the EMA stay fp32."""
+        device_type = self.device.split(":")[0]
+        enabled = self.mixed_precision and (device_type != "cuda" or torch.cuda.is_bf16_supported())
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_iteration(self, step: int):
         start = time.perf_counter()
