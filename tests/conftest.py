@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
+from typing import Dict
 
 import pytest
 import torch
@@ -67,3 +70,38 @@ def tiny_trainer(tmp_path):
         return trainer
 
     return build
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """Factory of throw-away installed distributions: ``install(name, files, entry_points)`` writes the
+    ``files`` ({relative path: source}) and a ``<name>.dist-info`` with ``entry_points``
+    ({group: {entry name: "module:attr"}}) into a folder, puts it on ``sys.path`` and returns it (for the
+    ``PYTHONPATH`` of subprocesses).  ``importlib.metadata`` then finds the entry points exactly as it finds
+    those of a pip-installed package; everything is removed after the test."""
+    site = tmp_path / "site"
+    top_level = set()
+
+    def install(name: str, files: Dict[str, str], entry_points: Dict[str, Dict[str, str]]) -> Path:
+        for relative, source in files.items():
+            path = site / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(source)
+            top_level.add(Path(relative).parts[0].removesuffix(".py"))
+        info = site / f"{name.replace('-', '_')}-0.1.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(
+            "".join(
+                f"[{group}]\n" + "".join(f"{entry} = {value}\n" for entry, value in entries.items())
+                for group, entries in entry_points.items()
+            )
+        )
+        if str(site) not in sys.path:
+            monkeypatch.syspath_prepend(str(site))
+        importlib.invalidate_caches()
+        return site
+
+    yield install
+    for module in [m for m in sys.modules if m.split(".")[0] in top_level]:
+        sys.modules.pop(module)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -56,20 +54,13 @@ class ToyBackbone(Backbone):
 
 
 @pytest.fixture
-def toy_distribution(tmp_path, monkeypatch):
+def toy_distribution(install_plugin):
     """A throw-away installed distribution that registers backbone 'toy-linear' by entry point."""
-    (tmp_path / "toy_triplane_plugin").mkdir()
-    (tmp_path / "toy_triplane_plugin" / "__init__.py").write_text(TOY_PLUGIN)
-    info = tmp_path / "toy_triplane_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-triplane-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[triplane_gan_ns.backbones]\ntoy-linear = toy_triplane_plugin:ToyBackboneConfig\n"
+    return install_plugin(
+        "toy-triplane-plugin",
+        {"toy_triplane_plugin/__init__.py": TOY_PLUGIN},
+        {"triplane_gan_ns.backbones": {"toy-linear": "toy_triplane_plugin:ToyBackboneConfig"}},
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    yield tmp_path
-    sys.modules.pop("toy_triplane_plugin", None)
 
 
 def test_own_components_are_registered_by_name():
