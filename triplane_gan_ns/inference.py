@@ -17,7 +17,7 @@ from nerfstudio.data.scene_box import SceneBox
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.model import TriplaneGANModel
-from triplane_gan_ns.training.trainer import CLASS_INDEX, load_checkpoint_file
+from triplane_gan_ns.training.trainer import CLASS_INDEX, GanTrainerConfig, load_checkpoint_file
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -27,10 +27,8 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return ckpts[-1]
 
 
-def load_model(
-    config_path: Path, checkpoint: Optional[Path] = None, device: str | torch.device = "cpu"
-) -> Tuple[TriplaneGANModel, Path]:
-    """(model in eval mode on ``device``, checkpoint used) from a run's ``config.yml``."""
+def read_run_config(config_path: Path) -> GanTrainerConfig:
+    """The trainer config of a run from its ``config.yml``, checked to be a triplane-gan-ns run."""
     config_path = Path(config_path)
     if not config_path.is_file():
         raise UserError(f"config {config_path} does not exist; pass the config.yml of a training run")
@@ -41,6 +39,15 @@ def load_model(
     model_config = getattr(getattr(config, "pipeline", None), "model", None)
     if model_config is None or not hasattr(model_config, "generator"):
         raise UserError(f"config {config_path} is not a triplane-gan-ns run (method {getattr(config, 'method_name', '?')})")
+    return config
+
+
+def load_model(
+    config_path: Path, checkpoint: Optional[Path] = None, device: str | torch.device = "cpu"
+) -> Tuple[TriplaneGANModel, Path]:
+    """(model in eval mode on ``device``, checkpoint used) from a run's ``config.yml``."""
+    config_path = Path(config_path)
+    model_config = read_run_config(config_path).pipeline.model
     run_dir = config_path.parent
     index_path = run_dir / CLASS_INDEX
     if not index_path.is_file():

@@ -12,6 +12,7 @@ import tyro
 
 from triplane_gan_ns.data.prepare import PrepareDataset
 from triplane_gan_ns.errors import install_excepthook
+from triplane_gan_ns.eval.command import Evaluate
 from triplane_gan_ns.pti.command import Invert
 from triplane_gan_ns.export.mesh import ExportMesh
 from triplane_gan_ns.export.video import RenderLatents
@@ -21,6 +22,7 @@ COMMANDS: Dict[str, type] = {
     "render": RenderLatents,
     "export-mesh": ExportMesh,
     "invert": Invert,
+    "eval": Evaluate,
 }
 
 

@@ -1,0 +1,339 @@
+"""``triplane-gan eval``: image metrics (FID/KID/IS, FD/KID-EffNetLite0) and geometry metrics of a trained run.
+
+Protocol (docs/evaluation.md): ``--num-gen`` images from the EMA generator, class-balanced (image i shows class
+i mod num_classes), latents and cameras (from the model's pose sampler) drawn from ``--seed``, constant noise,
+truncation ``--truncation`` (1 = none); against ``--num-real`` real images (all by default) of ``--data`` (the
+run's training data by default) at the model's resolution.  Real features are cached per data set, resolution,
+sample and network.  Results go to ``eval-step-<step>.json`` next to ``config.yml`` and to the run's
+tensorboard log (``Eval/<metric>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+from nerfstudio.utils.rich_utils import CONSOLE
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
+
+from triplane_gan_ns.data.dataset import ClassImageDataset
+from triplane_gan_ns.data.embedded import default_cache_dir, load_shape
+from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.eval import geometry
+from triplane_gan_ns.eval.fidelity import (
+    EFFNET_METRICS,
+    INCEPTION_METRICS,
+    METRICS,
+    EffNetFeatures,
+    InceptionFeatures,
+    compute_metrics,
+    inception_weights,
+)
+from triplane_gan_ns.export.latents import resolve_device
+from triplane_gan_ns.export.mesh import DEFAULT_THRESHOLD, density_grid, mesh_from_grid
+from triplane_gan_ns.inference import load_model, read_run_config
+from triplane_gan_ns.model import TriplaneGANModel
+from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+from triplane_gan_ns.training.trainer import atomic_write
+
+GEOMETRY_YAW_OFFSET = math.radians(30.0)
+"""Azimuth between the two views of the multi-view consistency metric."""
+
+
+@dataclass
+class Evaluate:
+    """Evaluate a trained generator: FID, KID and IS on Inception-v3 (torch-fidelity; needs its weights file),
+    FD- and KID-EffNetLite0 (offline), multi-view consistency, opacity statistics and, for data with known
+    shapes, IoU / Chamfer distance to the closest true shape.  Writes eval-step-<step>.json next to config.yml."""
+
+    load_config: Path
+    """config.yml of the training run."""
+    metrics: str = "fid,kid,is"
+    """Comma-separated image metrics: fid, kid, is (Inception-v3), fd-effnetlite0, kid-effnetlite0 (offline);
+    'none' for geometry only."""
+    num_gen: int = 50000
+    """Generated images (class-balanced)."""
+    num_real: Optional[int] = None
+    """Real images (default: all of --data)."""
+    data: Optional[Path] = None
+    """Real images: an ImageNet-style folder, prepare-dataset archive or renders folder (default: the run's data)."""
+    checkpoint: Optional[Path] = None
+    """Checkpoint to evaluate (default: the run's latest)."""
+    inception_weights: Optional[Path] = None
+    """torch-fidelity's Inception-v3 weights (default: torch hub's cache)."""
+    geometry: bool = True
+    """Also compute the geometry metrics."""
+    num_geometry: int = 32
+    """Latents for the geometry metrics (class-balanced)."""
+    shape_resolution: int = 64
+    """Lattice resolution of the IoU / Chamfer comparison with known shapes."""
+    truncation: float = 1.0
+    """Truncation psi of the generated images (1 = none, the standard for FID)."""
+    batch_size: int = 32
+    """Images per batch."""
+    seed: int = 0
+    """Seed of latents, cameras, the real subset and KID's subsets."""
+    kid_subset_size: int = 1000
+    """Samples per KID subset (fewer when fewer images)."""
+    output: Optional[Path] = None
+    """JSON file for the results (default: eval-step-<step>.json next to config.yml)."""
+    device: str = "auto"
+    """cpu, cuda (or cuda:N), or auto (cuda when available)."""
+
+    def main(self) -> None:
+        evaluate(self)
+
+
+def parse_metrics(text: str) -> Tuple[str, ...]:
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    if names == ("none",):
+        return ()
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise UserError(f"unknown metric {', '.join(unknown) or repr(text)}; choose from {', '.join(METRICS)} or none")
+    return names
+
+
+def _progress() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=CONSOLE)
+
+
+# ---- images -------------------------------------------------------------------------------------------------
+def generated_batches(
+    model: TriplaneGANModel, num: int, batch_size: int, seed: int, truncation: float
+) -> Iterator[Tensor]:
+    """Class-balanced EMA-generator images [b, 3, R, R] in [0, 1]; image i shows class i mod num_classes.
+
+    Latents and cameras depend only on ``seed`` and the batch (not on the device or earlier batches)."""
+    for start in range(0, num, batch_size):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + start)
+        count = min(batch_size, num - start)
+        labels = (torch.arange(start, start + count) % model.num_classes).to(model.device)
+        z = torch.randn(count, model.generator.backbone.z_dim, generator=gen).to(model.device)
+        cameras = model.pose_sampler.sample(count, model.config.generator.neural_resolution, generator=gen)
+        with torch.no_grad():
+            out = model.generate(z, labels, cameras=cameras, truncation_psi=truncation, noise_mode="const", use_ema=True)
+        yield out["image"].clamp(0, 1).float()
+
+
+def real_dataset(load_config: Path, data: Optional[Path], resolution: int) -> ClassImageDataset:
+    """The real images of ``data`` (or of the run's training data) through the run's dataparser."""
+    config = read_run_config(load_config)
+    parser_config = config.pipeline.datamanager.dataparser
+    if data is not None:
+        if not Path(data).exists():
+            raise UserError(f"--data {data} does not exist; pass an image folder, archive or renders folder")
+        parser_config.data = Path(data)
+    outputs = parser_config.setup().get_dataparser_outputs("train")
+    return ClassImageDataset(outputs, resolution)
+
+
+def real_subset(dataset: ClassImageDataset, num: Optional[int], seed: int) -> List[int]:
+    if num is None or num >= len(dataset):
+        return list(range(len(dataset)))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return sorted(order[:num].tolist())
+
+
+def real_batches(dataset: ClassImageDataset, indices: List[int], batch_size: int, skipped: List[str]) -> Iterator[Tensor]:
+    """Real images [b, 3, R, R] in [0, 1]; unreadable files are left out and listed in ``skipped``."""
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[i] for i in indices[start : start + batch_size]]
+        skipped.extend(item["error"] for item in items if not item["valid"])
+        good = [item["image"].permute(2, 0, 1) for item in items if item["valid"]]
+        if good:
+            yield torch.stack(good)
+
+
+def extract(extractors: Dict[str, torch.nn.Module], batches: Iterator[Tensor], total: int, what: str) -> Dict[str, Dict[str, Tensor]]:
+    """Features of every batch under every extractor, concatenated: ``{extractor: {name: [n, d]}}``."""
+    parts: Dict[str, Dict[str, List[Tensor]]] = {name: {} for name in extractors}
+    with _progress() as bar:
+        task = bar.add_task(what, total=total)
+        for images in batches:
+            for name, net in extractors.items():
+                for key, value in net(images).items():
+                    parts[name].setdefault(key, []).append(value)
+            bar.advance(task, images.shape[0])
+    return {name: {k: torch.cat(v) for k, v in feats.items()} for name, feats in parts.items()}
+
+
+def real_cache_key(dataset: ClassImageDataset, indices: List[int], extractor: str) -> str:
+    """Identifies the real features: files (paths, sizes, modification times), resolution, subset, network."""
+    files = [Path(p) for p in dataset.image_filenames]
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else (str(p), -1, -1) for p in files]
+    payload = json.dumps([stats, dataset.resolution, indices, extractor])
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def real_features(
+    extractors: Dict[str, torch.nn.Module], dataset: ClassImageDataset, indices: List[int], batch_size: int
+) -> Tuple[Dict[str, Dict[str, Tensor]], int]:
+    """Real features per extractor, read from the cache or computed and cached; and the unreadable-file count."""
+    cache = default_cache_dir() / "eval-features"
+    out: Dict[str, Dict[str, Tensor]] = {}
+    missing = {}
+    for name, net in extractors.items():
+        path = cache / f"{name}-{real_cache_key(dataset, indices, name)}.pt"
+        if path.is_file():
+            out[name] = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            missing[name] = (net, path)
+    skipped: List[str] = []
+    if missing:
+        batches = real_batches(dataset, indices, batch_size, skipped)
+        computed = extract({k: v[0] for k, v in missing.items()}, batches, len(indices), "real images")
+        for name, (_, path) in missing.items():
+            atomic_write(path, lambda tmp, feats=computed[name]: torch.save(feats, tmp))
+            out[name] = computed[name]
+        if skipped:
+            CONSOLE.print(f"[yellow]{len(skipped)} unreadable real image(s) left out, e.g. {skipped[0]}")
+    return out, len(skipped)
+
+
+# ---- geometry -----------------------------------------------------------------------------------------------
+def view_pair_metrics(model: TriplaneGANModel, ws: Tensor, gen: torch.Generator) -> Dict[str, float]:
+    """Multi-view consistency (both directions averaged) and opacity statistics of two views per latent."""
+    n = ws.shape[0]
+    yaw = torch.rand(n, generator=gen) * 2 * math.pi
+    pitch = (torch.rand(n, generator=gen) - 0.5) * 0.8
+    res = model.config.generator.neural_resolution
+    views = []
+    for offset in (0.0, GEOMETRY_YAW_OFFSET):
+        cameras = model.pose_sampler.cameras_from_directions(yaw_pitch_directions(yaw + offset, pitch), res).to(model.device)
+        with torch.no_grad():
+            out = model.generator_ema.render(ws, cameras, noise_mode="const")
+        views.append(((out["image_raw"].clamp(0, 1), out["depth"], out["accumulation"]), cameras))
+    (a, cam_a), (b, cam_b) = views
+    forward = geometry.reprojection_errors(*a, cam_a, *b, cam_b)
+    backward = geometry.reprojection_errors(*b, cam_b, *a, cam_a)
+    result = {f"mvc_{k}": (forward[k] + backward[k]) / 2 for k in forward}
+    result.update(geometry.opacity_statistics(torch.cat([a[2], b[2]])))
+    return result
+
+
+def known_shapes(dataset: ClassImageDataset, per_class: int = 16) -> Dict[int, list]:
+    """True shapes by class index for renders with ``shape.json`` next to their views (the embedded data)."""
+    shapes: Dict[int, Dict[Path, object]] = {}
+    for path, label in zip(dataset.image_filenames, dataset.labels.tolist()):
+        object_dir = Path(path).parent.parent
+        found = shapes.setdefault(int(label), {})
+        if object_dir not in found and len(found) < per_class and (object_dir / "shape.json").is_file():
+            found[object_dir] = load_shape(object_dir)
+    return {label: list(found.values()) for label, found in shapes.items() if found}
+
+
+def shape_metrics(
+    model: TriplaneGANModel, ws: Tensor, labels: Tensor, shapes: Dict[int, list], resolution: int, gen: torch.Generator
+) -> Dict[str, float]:
+    """Mean best IoU and mean minimum Chamfer distance of generated objects against their class's true shapes."""
+    bound = model.config.generator.scene_bound
+    points = geometry.lattice_points(resolution, bound)
+    truth = {
+        c: [(s.occupancy(points), s.sample_surface(2048, generator=gen)) for s in class_shapes]
+        for c, class_shapes in shapes.items()
+    }
+    ious, chamfers, empty = [], [], 0
+    field = model.generator_ema.field
+    for w, label in zip(ws, labels.tolist()):
+        if label not in truth:
+            continue
+        with torch.no_grad():
+            planes = model.generator_ema.planes(w[None], noise_mode="const")
+        grid = density_grid(lambda p: field.query(planes, p.to(model.device))[0][..., 0], resolution, bound, device=model.device)
+        occupancy = torch.from_numpy(grid) > DEFAULT_THRESHOLD
+        if bool(occupancy.any()) and not bool(occupancy.all()):
+            mesh = mesh_from_grid(grid, bound, DEFAULT_THRESHOLD, None, keep_components=0)
+            surface = torch.from_numpy(mesh.sample(2048, seed=int(torch.randint(2**31, (1,), generator=gen)))).float()
+        else:
+            surface = torch.zeros(0, 3)
+            empty += 1
+        match = geometry.match_to_shapes(occupancy, surface, [o for o, _ in truth[label]], [s for _, s in truth[label]])
+        ious.append(match["iou"])
+        if math.isfinite(match["chamfer"]):
+            chamfers.append(match["chamfer"])
+    if not ious:
+        return {}
+    return {
+        "shape_iou": sum(ious) / len(ious),
+        "shape_chamfer": sum(chamfers) / len(chamfers) if chamfers else float("nan"),
+        "shape_empty_fraction": empty / len(ious),
+    }
+
+
+# ---- the command ---------------------------------------------------------------------------------------------
+def evaluate(config: Evaluate) -> Dict[str, object]:
+    """Run ``triplane-gan eval``; returns what it writes to the JSON file."""
+    metrics = parse_metrics(config.metrics)
+    for name in ("num_gen", "batch_size", "num_geometry", "shape_resolution", "kid_subset_size"):
+        if getattr(config, name) < (2 if name in ("num_gen", "kid_subset_size") else 1):
+            raise UserError(f"--{name.replace('_', '-')} must be positive (at least 2 for num-gen and kid-subset-size)")
+    if config.num_real is not None and config.num_real < 2:
+        raise UserError("--num-real must be at least 2")
+    device = resolve_device(config.device)
+    extractors: Dict[str, torch.nn.Module] = {}
+    if any(m in INCEPTION_METRICS for m in metrics):
+        extractors["inception"] = InceptionFeatures(inception_weights(config.inception_weights), device)
+    if any(m in EFFNET_METRICS for m in metrics):
+        extractors["effnet"] = EffNetFeatures(device)
+    model, ckpt = load_model(config.load_config, config.checkpoint, device)
+    step = int(ckpt.stem.split("-")[-1]) if ckpt.stem.startswith("step-") else 0
+    dataset = real_dataset(config.load_config, config.data, model.resolution)
+    result: Dict[str, object] = {
+        "checkpoint": str(ckpt),
+        "step": step,
+        "data": str(config.data or read_run_config(config.load_config).pipeline.datamanager.dataparser.data),
+        "resolution": model.resolution,
+        "truncation": config.truncation,
+        "seed": config.seed,
+        "metrics": {},
+    }
+    values: Dict[str, float] = {}
+    if extractors:
+        indices = real_subset(dataset, config.num_real, config.seed)
+        real, skipped = real_features(extractors, dataset, indices, config.batch_size)
+        batches = generated_batches(model, config.num_gen, config.batch_size, config.seed, config.truncation)
+        fake = extract(extractors, batches, config.num_gen, "generated images")
+        values.update(compute_metrics(metrics, fake, real, config.kid_subset_size, config.seed))
+        result.update(num_gen=config.num_gen, num_real=len(indices) - skipped, unreadable_real=skipped)
+    if config.geometry:
+        gen = torch.Generator().manual_seed(config.seed)
+        labels = torch.arange(config.num_geometry) % model.num_classes
+        z = torch.randn(config.num_geometry, model.generator.backbone.z_dim, generator=gen)
+        with torch.no_grad():
+            ws = model.generator_ema.mapping(z.to(model.device), labels.to(model.device), config.truncation)
+        rows = [view_pair_metrics(model, ws[i : i + config.batch_size], gen) for i in range(0, len(ws), config.batch_size)]
+        weights = [min(config.batch_size, len(ws) - i) for i in range(0, len(ws), config.batch_size)]
+        for key in rows[0]:
+            values[key] = sum(r[key] * n for r, n in zip(rows, weights)) / sum(weights)
+        shapes = known_shapes(dataset)
+        if shapes:
+            values.update(shape_metrics(model, ws, labels, shapes, config.shape_resolution, gen))
+        result["num_geometry"] = config.num_geometry
+    result["metrics"] = values
+    run_dir = Path(config.load_config).parent
+    output = config.output or run_dir / f"eval-step-{step:09d}.json"
+    atomic_write(Path(output), lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    _log(run_dir, values, step)
+    for key, value in values.items():
+        CONSOLE.print(f"{key:>28}: {value:.6g}")
+    CONSOLE.print(f"results: {output}")
+    return result
+
+
+def _log(run_dir: Path, values: Dict[str, float], step: int) -> None:
+    """Append the values to the run's tensorboard log as ``Eval/<metric>``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir))
+    for key, value in values.items():
+        if math.isfinite(value):
+            writer.add_scalar(f"Eval/{key}", value, step)
+    writer.close()
