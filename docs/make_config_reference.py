@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import sys
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -32,10 +33,18 @@ PRESETS = {"triplane-gan": triplane_gan.config, "triplane-gan-shapenet": triplan
 NERFSTUDIO_BASES = (TrainerConfig, VanillaPipelineConfig, DataManagerConfig, ModelConfig, DataParserConfig)
 # nerfstudio's own fields are in `ns-train --help`; the optimizers are listed because their classes are ours
 NERFSTUDIO_FIELDS = {f.name for base in NERFSTUDIO_BASES for f in dataclasses.fields(base)} - {"optimizers"}
+
+
+def own_components(kind: str) -> Dict[str, type]:
+    """{name: config class} of the components this package registers (other installed plugins are left out)."""
+    names = {ep.name for ep in entry_points(group=registry.KINDS[kind]) if ep.dist and ep.dist.name == "triplane-gan-ns"}
+    return {name: registry.config_class(kind, name) for name in sorted(names)}
+
+
 # config paths chosen by name (tyro subcommands): title, {name: config class}, flag prefix (dataparser: none)
 COMPONENTS = {
     "pipeline.datamanager.dataparser": ("Dataparsers", {n: type(c) for n, c in DATAPARSERS.items()}, ""),
-    **{path: (kind.replace("_", " ").capitalize(), {n: registry.config_class(kind, n) for n in registry.names(kind)}, path)
+    **{path: (kind.replace("_", " ").capitalize(), own_components(kind), path)
        for path, kind in (("pipeline.model.generator.backbone", "backbones"), ("pipeline.model.generator.field", "fields"),
                           ("pipeline.model.discriminator", "discriminators"), ("pipeline.model.pose_sampler", "pose_samplers"))},
 }
@@ -85,7 +94,7 @@ def walk(cfg, path: str, flag_prefix: str, values: Dict[str, object], sections: 
                 for part, item in group.items():
                     if dataclasses.is_dataclass(item):
                         walk(item, f"{sub}.{key}.{part}", f"{flag}.{key}.{part}", values, sections, chosen)
-        elif not dataclasses.is_dataclass(value):
+        elif not dataclasses.is_dataclass(value):  # nerfstudio's nested configs (logging) are left out
             rows.append(("--" + flag.replace("_", "-"), str(f.type), docs.get(f.name, "")))
             values[rows[-1][0]] = value
 
@@ -100,13 +109,17 @@ def cell(text: str) -> str:
     return text.replace("``", "`").replace("|", "\\|")
 
 
+def summary(cls: type) -> str:
+    """First paragraph of the class docstring, as one table-safe line."""
+    return cell((inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " "))
+
+
 def table(sections: List[Section], defaults: Dict[str, Dict[str, object]], title) -> List[str]:
     lines = []
     for path, cls, rows in sections:
         if not rows:
             continue
-        doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
-        lines += ["", title(path, cls), "", cell(doc), "",
+        lines += ["", title(path, cls), "", summary(cls), "",
                   "| flag | type | " + " | ".join(f"`{p}`" for p in PRESETS) + " | description |",
                   "| --- | --- |" + " --- |" * len(PRESETS) + " --- |"]
         for flag, typ, doc in rows:
@@ -147,13 +160,15 @@ def reference() -> Tuple[List[Section], Dict[str, Dict[str, List[Section]]], str
         "",
         "## Registered components",
         "",
+        "The components of this package; `ns-train triplane-gan --help` also lists those of other installed",
+        "packages ([custom-components.md](custom-components.md) shows how to write one).",
+        "",
         "| kind | name | config class | description |",
         "| --- | --- | --- | --- |",
     ]
     for title, choices, _ in COMPONENTS.values():
         for name, cls in choices.items():
-            doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
-            lines.append(f"| {title.lower()[:-1]} | `{name}` | `{cls.__module__}.{cls.__name__}` | {cell(doc)} |")
+            lines.append(f"| {title.lower()[:-1]} | `{name}` | `{cls.__module__}.{cls.__name__}` | {summary(cls)} |")
     lines += ["", "## Options of the presets"]
     lines += table(sections, defaults, lambda path, cls: f"### `{path or 'trainer'}` ({cls.__name__})")
     components: Dict[str, Dict[str, List[Section]]] = {}
