@@ -1,0 +1,126 @@
+"""Discriminator step, generator step, R1, a whole training step and a viewer frame, at the tiny preset and at
+paper scale (the ``triplane-gan`` preset), with renderer samples/s and peak memory.
+
+Usage: python benchmarks/step_costs.py [--presets tiny paper] [--batch 1] [--viewer-res 128] [--device cpu]
+
+Random weights and random "real" images (the data loader is measured by ``data_loader.py``).  One warm-up,
+then the fastest of ``--repeats`` runs of each part, in one process per preset:
+
+* D step: logits of ``batch`` real images and ``batch x views`` generated ones (rendered without gradients),
+  the non-saturating loss, backward.
+* G step: render ``views`` views of ``batch`` latents, score them, backward through D into G.
+* R1: the gradient penalty's double backward on ``batch`` real images.
+* whole step = D + G (+ R1 where it runs; the presets run it every 16th step).
+* viewer frame: ``model.get_outputs_for_camera`` at ``--viewer-res``² (what the web viewer calls per frame),
+  and the renderer's samples/s in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+PRESETS = {"tiny": "triplane_gan_tiny", "paper": "triplane_gan"}
+
+
+def _best(fn, repeats: int, device: str) -> float:
+    import torch
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str) -> dict:
+    import torch
+    from nerfstudio.data.scene_box import SceneBox
+
+    from triplane_gan_ns.method_configs import triplane_gan as presets
+    from triplane_gan_ns.training import losses
+
+    spec = getattr(presets, PRESETS[preset])
+    resolution = spec.config.pipeline.datamanager.resolution
+    torch.manual_seed(0)
+    model = spec.config.pipeline.model.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
+        num_train_data=1,
+        metadata={"class_names": [str(i) for i in range(10)], "resolution": resolution},
+    ).to(device)
+    model.train()
+    disc = model.discriminator
+    views = disc.views_per_latent
+    z = torch.randn(batch, model.generator.backbone.z_dim, device=device)
+    labels = torch.arange(batch, device=device) % 10
+    real = torch.rand(batch, 3, resolution, resolution, device=device)
+
+    def d_step():
+        with torch.no_grad():
+            fake = model.generate(z, labels, views_per_latent=views)["image"]
+        loss = losses.discriminator_loss(disc(real * 2 - 1, labels), disc.score_generated(fake * 2 - 1, labels.repeat_interleave(views)))
+        loss.backward()
+
+    def g_step():
+        fake = model.generate(z, labels, views_per_latent=views)["image"]
+        losses.generator_loss(disc.score_generated(fake * 2 - 1, labels.repeat_interleave(views))).backward()
+
+    def r1():
+        images = real.detach().requires_grad_(True)
+        losses.r1_penalty(disc(images * 2 - 1, labels), images).backward()
+
+    d, g, r = (_best(fn, repeats, device) for fn in (d_step, g_step, r1))
+    model.eval()
+    from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+
+    camera = model.pose_sampler.cameras_from_directions(yaw_pitch_directions(torch.tensor([0.5]), torch.tensor([0.3])), viewer_res)
+    with torch.no_grad():
+        frame = _best(lambda: model.get_outputs_for_camera(camera.to(device)), repeats, device)
+    gen = model.generator.config
+    samples = viewer_res**2 * (gen.num_coarse_samples + gen.num_importance_samples)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "preset": preset, "batch": batch, "views": views, "d_step": d, "g_step": g, "r1": r,
+        "step": d + g, "step_r1": d + g + r, "frame": frame, "samples_per_s": samples / frame, "peak_mb": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "paper"], choices=sorted(PRESETS))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--viewer-res", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(_measure(args.one, args.batch, args.repeats, args.viewer_res, args.device)))
+        return
+    import torch
+
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, device {args.device}, viewer frame {args.viewer_res}²")
+    print("| preset | batch × views | D step (s) | G step (s) | R1 (s) | step (s) | step with R1 (s) | viewer frame (s) | render samples/s | peak MB |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for preset in args.presets:
+        cmd = [sys.executable, __file__, "--one", preset, "--batch", str(args.batch), "--repeats", str(args.repeats),
+               "--viewer-res", str(args.viewer_res), "--device", args.device]
+        r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        print(f"| {r['preset']} | {r['batch']} × {r['views']} | {r['d_step']:.2f} | {r['g_step']:.2f} | {r['r1']:.2f} "
+              f"| {r['step']:.2f} | {r['step_r1']:.2f} | {r['frame']:.2f} | {r['samples_per_s']:.3g} | {r['peak_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
