@@ -16,24 +16,15 @@ import subprocess
 import sys
 import time
 
-PRESETS = {"tiny": "triplane_gan_tiny", "paper": "triplane_gan"}
+from presets import PRESETS, preset_model
+
 
 
 def _measure(preset: str, mode: str, batch: int, repeats: int, device: str) -> dict:
     import torch
-    from nerfstudio.data.scene_box import SceneBox
 
-    from triplane_gan_ns.method_configs import triplane_gan as presets
 
-    spec = getattr(presets, PRESETS[preset])
-    cfg = spec.config.pipeline.model
-    resolution = spec.config.pipeline.datamanager.resolution
-    torch.manual_seed(0)
-    model = cfg.setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
-        num_train_data=1,
-        metadata={"class_names": [str(i) for i in range(10)], "resolution": resolution},
-    ).to(device)
+    model, resolution = preset_model(preset, device)
     model.train()
     z = torch.randn(batch, model.generator.backbone.z_dim, device=device)
     labels = torch.arange(batch, device=device) % 10

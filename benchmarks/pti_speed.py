@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from presets import preset_model
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,23 +29,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from nerfstudio.data.scene_box import SceneBox
     from skimage import data
 
     from triplane_gan_ns.errors import UserError
-    from triplane_gan_ns.method_configs import triplane_gan as presets
     from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
     from triplane_gan_ns.pti.invert import InversionConfig, invert
     from triplane_gan_ns.pti.perceptual import LpipsVgg, build_perceptual
 
-    spec = presets.triplane_gan_tiny if args.preset == "tiny" else presets.triplane_gan
-    resolution = spec.config.pipeline.datamanager.resolution
-    torch.manual_seed(0)
-    model = spec.config.pipeline.model.setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
-        num_train_data=1,
-        metadata={"class_names": [str(i) for i in range(10)], "resolution": resolution},
-    ).to(args.device).eval()
+    model, resolution = preset_model(args.preset, args.device)
+    model.eval()
     photo = torch.from_numpy(data.chelsea()).permute(2, 0, 1)[None].float() / 255
     side = min(photo.shape[-2:])
     photo = photo[..., :side, :side]

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-PRESETS = {"tiny": "triplane_gan_tiny", "paper": "triplane_gan"}
+from presets import PRESETS, preset_model
 
 
 def _sync(device: str) -> None:
@@ -40,21 +40,13 @@ def _sync(device: str) -> None:
 def _measure(preset: str, render_resolution: int, mesh_resolution: int, device: str) -> dict:
     import numpy as np
     import torch
-    from nerfstudio.data.scene_box import SceneBox
 
     from triplane_gan_ns.export.latents import Latent
     from triplane_gan_ns.export.mesh import density_grid, latent_field_fns, mesh_from_grid
     from triplane_gan_ns.export.video import orbit_cameras, render_view
-    from triplane_gan_ns.method_configs import triplane_gan as presets
 
-    spec = getattr(presets, PRESETS[preset])
-    resolution = spec.config.pipeline.datamanager.resolution
-    torch.manual_seed(0)
-    model = spec.config.pipeline.model.setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
-        num_train_data=1,
-        metadata={"class_names": [str(i) for i in range(10)], "resolution": resolution},
-    ).to(device).eval()
+    model, resolution = preset_model(preset, device)
+    model.eval()
     sampler = model.pose_sampler.config
     latent = Latent(class_index=0, seed=0, truncation_psi=0.7)
     gen = model.generator_ema

@@ -25,7 +25,8 @@ import subprocess
 import sys
 import time
 
-PRESETS = {"tiny": "triplane_gan_tiny", "paper": "triplane_gan"}
+from presets import PRESETS, preset_model
+
 
 
 def _best(fn, repeats: int, device: str) -> float:
@@ -46,19 +47,10 @@ def _best(fn, repeats: int, device: str) -> float:
 
 def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str) -> dict:
     import torch
-    from nerfstudio.data.scene_box import SceneBox
 
-    from triplane_gan_ns.method_configs import triplane_gan as presets
     from triplane_gan_ns.training import losses
 
-    spec = getattr(presets, PRESETS[preset])
-    resolution = spec.config.pipeline.datamanager.resolution
-    torch.manual_seed(0)
-    model = spec.config.pipeline.model.setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
-        num_train_data=1,
-        metadata={"class_names": [str(i) for i in range(10)], "resolution": resolution},
-    ).to(device)
+    model, resolution = preset_model(preset, device)
     model.train()
     disc = model.discriminator
     views = disc.views_per_latent
