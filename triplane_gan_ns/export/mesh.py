@@ -21,7 +21,6 @@ Volume (``--volume``): float32 densities on the same lattice, as ``.npy`` (array
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,21 +193,9 @@ def extract_mesh(
 
 
 # ---- files ----------------------------------------------------------------------------------------------
-def write_atomic_with_suffix(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file with the same suffix next to ``path``, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_mesh(path: Path, mesh: trimesh.Trimesh) -> None:
     """.ply / .obj / .glb by trimesh (the format follows the suffix), atomically."""
-    write_atomic_with_suffix(path, lambda tmp: mesh.export(tmp))
+    atomic_write(Path(path), lambda tmp: mesh.export(tmp))
 
 
 def mrc_bytes(volume: Float32[np.ndarray, "nx ny nz"], voxel_size: float, origin: float) -> bytes:

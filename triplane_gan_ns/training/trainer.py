@@ -62,9 +62,12 @@ class GanTrainerConfig(TrainerConfig):
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename (no partial files)."""
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename (no partial files).
+
+    The temporary file is hidden and keeps ``path``'s suffix, for writers that choose the format by suffix."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
         os.replace(tmp, path)
