@@ -123,10 +123,8 @@ def generated_batches(
         yield out["image"].clamp(0, 1).float()
 
 
-def real_dataset(load_config: Path, data: Optional[Path], resolution: int) -> ClassImageDataset:
-    """The real images of ``data`` (or of the run's training data) through the run's dataparser."""
-    config = read_run_config(load_config)
-    parser_config = config.pipeline.datamanager.dataparser
+def real_dataset(parser_config, data: Optional[Path], resolution: int) -> ClassImageDataset:
+    """The real images of ``data`` (or of the run's training data) through the run's dataparser config."""
     if data is not None:
         if not Path(data).exists():
             raise UserError(f"--data {data} does not exist; pass an image folder, archive or renders folder")
@@ -285,11 +283,12 @@ def evaluate(config: Evaluate) -> Dict[str, object]:
         extractors["effnet"] = EffNetFeatures(device)
     model, ckpt = load_model(config.load_config, config.checkpoint, device)
     step = int(ckpt.stem.split("-")[-1]) if ckpt.stem.startswith("step-") else 0
-    dataset = real_dataset(config.load_config, config.data, model.resolution)
+    parser_config = read_run_config(config.load_config).pipeline.datamanager.dataparser
+    dataset = real_dataset(parser_config, config.data, model.resolution)
     result: Dict[str, object] = {
         "checkpoint": str(ckpt),
         "step": step,
-        "data": str(config.data or read_run_config(config.load_config).pipeline.datamanager.dataparser.data),
+        "data": str(parser_config.data),
         "resolution": model.resolution,
         "truncation": config.truncation,
         "seed": config.seed,
