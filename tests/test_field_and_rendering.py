@@ -28,12 +28,12 @@ def test_plane_feature_is_read_back_at_its_point_and_latent():
     for p, (a, b) in enumerate(PLANE_AXES):
         idx = (i, j, k)
         planes[1, p, :, idx[b], idx[a]] = values[p]  # row = v axis, column = u axis
-    got = field.sample_planes(planes, point.expand(batch, 3), torch.arange(batch))
+    got = field.sample_planes(planes, point.expand(batch, 1, 3))[..., 0]  # [batch, 3 planes, channels]
     torch.testing.assert_close(got[1], values)
     assert got[0].abs().max() == 0 and got[2].abs().max() == 0
     # half a pixel away along x: XY and XZ planes are read at half weight, YZ is unaffected
     shifted = point + torch.tensor([1.0 / res * 2.0, 0, 0])
-    got = field.sample_planes(planes, shifted[None], torch.tensor([1]))[0]
+    got = field.sample_planes(planes[1:2], shifted.view(1, 1, 3))[0, :, :, 0]
     torch.testing.assert_close(got, values * torch.tensor([[0.5], [0.5], [1.0]]))
 
 
@@ -55,15 +55,15 @@ def test_batch_of_triplanes_in_one_call_matches_one_at_a_time():
 
 def test_decoder_is_deeper_than_eg3d_and_configurable():
     field = TriplaneFieldConfig(hidden_dim=64, num_hidden_layers=3).setup(plane_channels=32)
-    linears = [m for m in field.decoder if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == 4  # EG3D: 2 (one hidden layer)
+    assert len(field.decoder.layers) == 4  # EG3D: 2 (one hidden layer)
+    assert [layer.weight.shape[0] for layer in field.decoder.layers] == [64, 64, 64, 33]
     shallow = TriplaneFieldConfig(num_hidden_layers=1).setup(plane_channels=32)
-    assert len([m for m in shallow.decoder if isinstance(m, torch.nn.Linear)]) == 2
+    assert len(shallow.decoder.layers) == 2
 
 
 def _constant_density_generator(tiny_model, sigma: float):
     gen = tiny_model.generator
-    last = gen.field.decoder[-1]
+    last = gen.field.decoder.layers[-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.zero_()

@@ -3,9 +3,9 @@
 Data flow for a batch of ``B`` latents rendered from ``V`` cameras each::
 
     z, label --backbone.mapping--> ws --backbone.synthesis--> planes [B, 3, C, R, R]
-    cameras (B*V, from a pose sampler) --generate_rays--> RayBundle [B*V, h, w] (+ latent_index per ray)
-    AABBBoxCollider -> UniformSampler (coarse, no grad) -> PDFSampler (importance) -> TriplaneField
-    -> RGBRenderer / DepthRenderer / AccumulationRenderer + feature image [B*V, F, h, w]
+    cameras (B*V, from a pose sampler) --generate_rays--> rays [B, V*h*w, 3] grouped by latent
+    box interval -> uniform coarse samples (no grad) -> importance samples -> TriplaneField (batched planes)
+    -> rgb / depth / accumulation + feature image [B*V, F, h, w]        (renderer.py, plain tensors)
     -> optional SuperResolution (h -> output resolution)
 
 All components are built from their configs; the backbone and the field are chosen by registered name.
@@ -22,16 +22,11 @@ from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.base_config import InstantiateConfig
-from nerfstudio.data.scene_box import SceneBox
-from nerfstudio.field_components.field_heads import FieldHeadNames
-from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
-from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
-from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from torch import Tensor, nn
 
-from triplane_gan_ns import registry
+from triplane_gan_ns import registry, renderer
 from triplane_gan_ns.backbones.stylegan2 import StyleGAN2BackboneConfig
-from triplane_gan_ns.fields.triplane import FEATURES, TriplaneFieldConfig
+from triplane_gan_ns.fields.triplane import TriplaneFieldConfig
 from triplane_gan_ns.superresolution import SuperResolutionConfig
 
 BackboneChoice = registry.choice_type("backbones")
@@ -76,13 +71,6 @@ class TriplaneGenerator(nn.Module):
         self.output_resolution = output_resolution
         self.backbone = config.backbone.setup(num_classes=num_classes)
         self.field = config.field.setup(plane_channels=self.backbone.plane_channels, scene_bound=config.scene_bound)
-        self.scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]) * config.scene_bound)
-        self.collider = AABBBoxCollider(self.scene_box)
-        self.coarse_sampler = UniformSampler(num_samples=config.num_coarse_samples)
-        self.importance_sampler = PDFSampler(num_samples=config.num_importance_samples, include_original=True)
-        self.rgb_renderer = RGBRenderer(background_color=config.background)
-        self.depth_renderer = DepthRenderer(method="expected")
-        self.accumulation_renderer = AccumulationRenderer()
         self.superresolution: Optional[nn.Module] = None
         if output_resolution > config.neural_resolution:
             self.superresolution = config.superresolution.setup(
@@ -107,27 +95,47 @@ class TriplaneGenerator(nn.Module):
         return self.backbone.synthesis(ws, noise_mode=noise_mode)
 
     # ---- rendering --------------------------------------------------------------------------------------
+    def render_batched(
+        self, planes: Float[Tensor, "batch 3 channels res res"], origins: Float[Tensor, "batch m 3"], directions: Float[Tensor, "batch m 3"]
+    ) -> Dict[str, Float[Tensor, "batch m c"]]:
+        """Volume-render ``m`` rays of each latent (unit directions); rgb, features, depth and accumulation."""
+        c = self.config
+        return renderer.render(
+            lambda points: self.field.batched(planes, points),
+            lambda points: self.field.batched_density(planes, points),
+            origins,
+            directions,
+            bound=c.scene_bound,
+            num_coarse=c.num_coarse_samples,
+            num_importance=c.num_importance_samples,
+            background=c.background,
+            stratified=self.training,
+        )
+
     def render_rays(
         self, planes: Float[Tensor, "batch 3 channels res res"], ray_bundle: RayBundle
     ) -> Dict[str, Tensor]:
         """Volume-render rays of any shape; ``ray_bundle.metadata['latent_index']`` picks each ray's triplane
         (absent: all rays use the single triplane).  Returns rgb, features, depth and accumulation per ray."""
         shape = ray_bundle.shape
-        ray_bundle = self.collider(ray_bundle.flatten())
-        with torch.no_grad():
-            coarse = self.coarse_sampler(ray_bundle)
-            coarse_density, _ = self.field.get_density(coarse, planes)
-            coarse_weights = coarse.get_weights(coarse_density)
-        samples = self.importance_sampler(ray_bundle, coarse, coarse_weights)
-        out = self.field(samples, planes)
-        weights = samples.get_weights(out[FieldHeadNames.DENSITY])
-        outputs = {
-            "rgb": self.rgb_renderer(rgb=out[FieldHeadNames.RGB], weights=weights),
-            "features": torch.sum(weights * out[FEATURES], dim=-2),
-            "depth": self.depth_renderer(weights=weights, ray_samples=samples),
-            "accumulation": self.accumulation_renderer(weights=weights),
-        }
-        return {k: v.reshape(*shape, v.shape[-1]) for k, v in outputs.items()}
+        origins = ray_bundle.origins.reshape(-1, 3)
+        directions = ray_bundle.directions.reshape(-1, 3)
+        index = (ray_bundle.metadata or {}).get("latent_index")
+        if index is None:
+            if planes.shape[0] != 1:
+                raise ValueError("rays need metadata['latent_index'] when rendering a batch of several triplanes")
+            out = self.render_batched(planes, origins[None], directions[None])
+            return {k: v[0].reshape(*shape, v.shape[-1]) for k, v in out.items()}
+        index = index.reshape(-1)
+        parts: Dict[str, list] = {}
+        order = []
+        for b in index.unique().tolist():
+            rays = (index == b).nonzero()[:, 0]
+            order.append(rays)
+            for k, v in self.render_batched(planes[b : b + 1], origins[rays][None], directions[rays][None]).items():
+                parts.setdefault(k, []).append(v[0])
+        inverse = torch.argsort(torch.cat(order))
+        return {k: torch.cat(v)[inverse].reshape(*shape, -1) for k, v in parts.items()}
 
     @staticmethod
     def camera_rays(cameras: Cameras, latent_index: Int[Tensor, "num_cameras"]) -> RayBundle:
@@ -158,9 +166,12 @@ class TriplaneGenerator(nn.Module):
             raise ValueError(f"{num} cameras cannot be split evenly between {batch} latents")
         if planes is None:
             planes = self.planes(ws, noise_mode=noise_mode)
-        latent_index = torch.arange(num, device=ws.device) // (num // batch)
-        out = self.render_rays(planes, self.camera_rays(cameras, latent_index))
-        images = {k: v.permute(0, 3, 1, 2) for k, v in out.items()}  # [N, C, h, w]
+        views = num // batch
+        latent_index = torch.arange(num, device=ws.device) // views
+        rays = self.camera_rays(cameras, latent_index)
+        h, w = rays.shape[1:3]
+        out = self.render_batched(planes, rays.origins.reshape(batch, -1, 3), rays.directions.reshape(batch, -1, 3))
+        images = {k: v.reshape(num, h, w, -1).permute(0, 3, 1, 2) for k, v in out.items()}  # [N, C, h, w]
         raw = images["rgb"]
         if self.superresolution is not None:
             features = torch.cat([raw, images["features"][:, 3:]], dim=1)

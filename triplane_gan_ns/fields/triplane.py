@@ -8,11 +8,9 @@ Plane order and axes (world coordinates normalised by the scene bound to [-1, 1]
 
 (EG3D's planes are effectively XY/XZ/ZX; we use the three distinct coordinate planes on purpose.)
 
-A batch of different triplanes is handled in one call: every sample carries the index of the latent (triplane)
-it belongs to in ``ray_samples.metadata["latent_index"]``.  The ``3 * batch`` planes are stacked as the depth
-axis of one volume and sampled with a single 3D ``grid_sample`` whose depth coordinate falls exactly on the
-slice of (latent, plane), so the trilinear weight of that slice is one and the result is the bilinear sample of
-that plane.
+A batch of different triplanes is handled in one call: points come grouped by latent, ``[B, M, 3]``, and the
+``3 * B`` planes are read with one batched 2D ``grid_sample`` (bilinear, zero outside the planes); points of
+arbitrary latents (``latent_index``) are grouped first.
 """
 
 from __future__ import annotations
@@ -27,7 +25,9 @@ from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.configs.base_config import InstantiateConfig
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.fields.base_field import Field
-from torch import Tensor, nn
+from torch import Tensor
+
+from triplane_gan_ns.fields.decoder import Decoder
 
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 """For each plane, which world axes give its (u, v) coordinates."""
@@ -45,7 +45,7 @@ class TriplaneFieldConfig(InstantiateConfig):
     hidden_dim: int = 64
     """Width of the decoder's hidden layers."""
     num_hidden_layers: int = 3
-    """Hidden layers of the decoder (EG3D uses 1; the paper makes it deeper)."""
+    """Hidden layers of the decoder (EG3D uses 1; the paper makes it deeper); equalised learning rate."""
     feature_dim: int = 32
     """Colour feature channels per sample; the first 3 are the raw RGB (sigmoid), all feed super-resolution."""
     density_shift: float = -1.0
@@ -60,43 +60,55 @@ class TriplaneField(Field):
         self.config = config
         self.plane_channels = plane_channels
         self.scene_bound = scene_bound
-        layers = []
-        width = plane_channels
-        for _ in range(config.num_hidden_layers):
-            layers += [nn.Linear(width, config.hidden_dim), nn.Softplus()]
-            width = config.hidden_dim
-        layers.append(nn.Linear(width, 1 + config.feature_dim))
-        self.decoder = nn.Sequential(*layers)
+        self.decoder = Decoder(plane_channels, config.hidden_dim, config.num_hidden_layers, 1 + config.feature_dim)
 
     # ---- the core, independent of nerfstudio's ray containers -------------------------------------------
     def sample_planes(
-        self,
-        planes: Float[Tensor, "batch 3 channels res res"],
-        positions: Float[Tensor, "num 3"],
-        latent_index: Int[Tensor, "num"],
-    ) -> Float[Tensor, "num 3 channels"]:
-        """Bilinear features of each point on each of its latent's three planes (zero outside the planes)."""
+        self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"]
+    ) -> Float[Tensor, "batch 3 channels num"]:
+        """Bilinear features of each latent's points on that latent's three planes (zero outside the planes)."""
         batch, _, channels, res, _ = planes.shape
-        num = positions.shape[0]
+        num = positions.shape[1]
         normed = positions / self.scene_bound
-        depth = 3 * batch
-        volume = planes.reshape(1, depth, channels, res, res).permute(0, 2, 1, 3, 4)  # [1, C, 3B, R, R]
-        uv = torch.stack([normed[:, list(axes)] for axes in PLANE_AXES], dim=1)  # [N, 3, 2]
-        slices = latent_index.reshape(num, 1) * 3 + torch.arange(3, device=positions.device)  # [N, 3]
-        w = (2.0 * slices.to(positions.dtype) + 1.0) / depth - 1.0  # centre of slice s (align_corners=False)
-        grid = torch.cat([uv, w.unsqueeze(-1)], dim=-1).reshape(1, 1, 1, num * 3, 3)
-        sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return sampled.reshape(channels, num, 3).permute(1, 2, 0)
+        uv = torch.stack([normed[..., list(axes)] for axes in PLANE_AXES], dim=1)  # [B, 3, N, 2]
+        sampled = F.grid_sample(
+            planes.reshape(batch * 3, channels, res, res),
+            uv.reshape(batch * 3, 1, num, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )
+        return sampled.view(batch, 3, channels, num)
+
+    def _aggregate(self, plane_features: Float[Tensor, "batch 3 channels num"]) -> Float[Tensor, "batch num channels"]:
+        agg = plane_features.mean(dim=1) if self.config.aggregation == "mean" else plane_features.sum(dim=1)
+        return agg.transpose(1, 2)
 
     def decode(
-        self, plane_features: Float[Tensor, "num 3 channels"]
-    ) -> Tuple[Float[Tensor, "num 1"], Float[Tensor, "num feature_dim"]]:
+        self, plane_features: Float[Tensor, "batch 3 channels num"]
+    ) -> Tuple[Float[Tensor, "batch num 1"], Float[Tensor, "batch num feature_dim"]]:
         """(density >= 0, colour features; the first three channels in [0, 1] are the RGB)."""
-        agg = plane_features.mean(dim=1) if self.config.aggregation == "mean" else plane_features.sum(dim=1)
-        out = self.decoder(agg)
-        density = F.softplus(out[:, :1] + self.config.density_shift)
-        features = torch.sigmoid(out[:, 1:]) * (1 + 2e-3) - 1e-3
+        out = self.decoder(self._aggregate(plane_features))
+        density = F.softplus(out[..., :1] + self.config.density_shift)
+        features = torch.sigmoid(out[..., 1:]) * (1 + 2e-3) - 1e-3
         return density, features
+
+    def _inside(self, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 1"]:
+        return (positions.abs() <= self.scene_bound).all(dim=-1, keepdim=True)
+
+    def batched(
+        self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"]
+    ) -> Tuple[Float[Tensor, "batch num 1"], Float[Tensor, "batch num feature_dim"]]:
+        """Density (zero outside the box) and features of ``num`` points of each latent."""
+        density, features = self.decode(self.sample_planes(planes, positions))
+        return density * self._inside(positions), features
+
+    def batched_density(
+        self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"]
+    ) -> Float[Tensor, "batch num 1"]:
+        """Density alone: the decoder's output layer is evaluated for its density row only."""
+        out = self.decoder(self._aggregate(self.sample_planes(planes, positions)), outputs=slice(0, 1))
+        return F.softplus(out + self.config.density_shift) * self._inside(positions)
 
     def query(
         self,
@@ -104,18 +116,21 @@ class TriplaneField(Field):
         positions: Float[Tensor, "*bs 3"],
         latent_index: Optional[Int[Tensor, "*bs"]] = None,
     ) -> Tuple[Float[Tensor, "*bs 1"], Float[Tensor, "*bs feature_dim"]]:
-        """Density and features at arbitrary points (also used for mesh export and tests)."""
+        """Density and features at arbitrary points of the latents ``latent_index`` (for export and tests)."""
         shape = positions.shape[:-1]
         flat = positions.reshape(-1, 3)
         if latent_index is None:
             if planes.shape[0] != 1:
                 raise ValueError("latent_index is required when querying a batch of several triplanes")
-            idx = torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device)
-        else:
-            idx = latent_index.reshape(-1).to(flat.device).long()
-        density, features = self.decode(self.sample_planes(planes, flat, idx))
-        inside = (flat.abs() <= self.scene_bound).all(dim=-1, keepdim=True)
-        density = density * inside
+            density, features = self.batched(planes, flat[None])
+            return density.reshape(*shape, 1), features.reshape(*shape, -1)
+        index = latent_index.reshape(-1).to(flat.device).long()
+        density = flat.new_zeros(flat.shape[0], 1)
+        features = flat.new_zeros(flat.shape[0], self.config.feature_dim)
+        for b in index.unique().tolist():
+            mask = index == b
+            d, f = self.batched(planes[b : b + 1], flat[mask][None])
+            density, features = density.index_put((mask,), d[0]), features.index_put((mask,), f[0])
         return density.reshape(*shape, 1), features.reshape(*shape, -1)
 
     # ---- the nerfstudio Field interface (the planes travel alongside the samples) ------------------------

@@ -196,9 +196,7 @@ class GanPipeline(VanillaPipeline):
         n = self.config.density_reg_points
         points = (torch.rand(batch, n, 3, device=planes.device) * 2 - 1) * bound
         perturbed = points + torch.randn_like(points) * self.config.density_reg_distance * bound
-        latent = torch.arange(batch, device=planes.device).view(batch, 1).expand(batch, n)
-        both = torch.cat([points, perturbed], dim=1)
-        density, _ = field.query(planes, both, torch.cat([latent, latent], dim=1))
+        density = field.batched_density(planes, torch.cat([points, perturbed], dim=1))
         return (density[:, :n] - density[:, n:]).abs().mean()
 
     def _discriminator_losses(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
