@@ -4,6 +4,8 @@ own collider, samplers and renderers, a 3D ``grid_sample`` over stacked planes a
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,3 +152,82 @@ def test_decoder_layers_have_equalised_learning_rate():
         assert layer.scale == pytest.approx(fan_in**-0.5)
         assert 0.9 < layer.weight.std().item() < 1.1  # stored at unit scale; Adam's steps are relative to it
         assert torch.all(layer.bias == 0)
+
+
+# ---- empty-space skipping for a fixed latent ---------------------------------------------------------------
+from triplane_gan_ns import renderer  # noqa: E402
+from triplane_gan_ns.occupancy import THRESHOLD, OccupancyGrid, cell_centres  # noqa: E402
+
+
+def _sphere_field(radius: float = 0.45, sigma: float = 40.0):
+    """A sharp-edged sphere (soft over a thin shell) with a colour that varies over the surface."""
+
+    def density(points):
+        d = points.norm(dim=-1, keepdim=True)
+        return sigma * torch.sigmoid((radius - d) * 60.0)
+
+    def field(points):
+        colour = torch.sigmoid(points * 3.0)
+        return density(points), torch.cat([colour, colour[..., :1] * 0.5], dim=-1)
+
+    return field, density
+
+
+def test_occupancy_grid_never_drops_density_above_the_threshold():
+    _, density = _sphere_field()
+    grid = OccupancyGrid.from_density(lambda p: density(p)[..., 0], bound=1.0, resolution=32)
+    assert 0.02 < grid.fraction() < 0.3  # the sphere and a shell of dilation, not the whole box
+    dense = cell_centres(160, 1.0).reshape(-1, 3)  # 5 reference points per cell and axis
+    above = density(dense)[..., 0] > THRESHOLD
+    assert above.sum() > 1000
+    assert bool(grid.lookup(dense)[above].all())
+    # and the empty part really is empty: beyond where the density falls under a tenth of the threshold
+    # (40 e^{60 (0.45 - d)} = THRESHOLD / 10) plus two cell diagonals, nothing is occupied
+    reach = 0.45 + math.log(40 * 10 / THRESHOLD) / 60 + 2 * (2 / 32) * 3**0.5
+    assert reach < 0.9
+    assert not bool(grid.lookup(dense)[dense.norm(dim=-1) > reach].any())
+
+
+def test_skipping_matches_full_sampling_on_an_analytic_sphere():
+    field, density = _sphere_field()
+    grid = OccupancyGrid.from_density(lambda p: density(p)[..., 0], bound=1.0, resolution=32)
+    origins, directions, _ = _rays(1, 2000, seed=3)
+    kwargs = dict(bound=1.0, num_coarse=24, num_importance=24, background="white")
+    with torch.no_grad():
+        full = renderer.render(field, lambda p: density(p), origins[None], directions[None], **kwargs)
+        calls = []
+        counted = lambda p: (calls.append(p.shape[1]), field(p))[1]  # noqa: E731
+        fast = renderer.render(counted, lambda p: density(p), origins[None], directions[None], occupancy=grid, **kwargs)
+    assert (full["accumulation"] > 0.99).float().mean() > 0.1  # some rays hit the sphere
+    assert (fast["rgb"] - full["rgb"]).abs().mean() < 1 / 255
+    assert (fast["rgb"] - full["rgb"]).abs().max() < 4 / 255
+    torch.testing.assert_close(fast["accumulation"], full["accumulation"], atol=5e-3, rtol=0)
+    assert sum(calls) < 0.4 * 2000 * 49  # most samples were skipped
+
+
+def test_viewer_frame_with_skipping_matches_full_sampling_on_a_generated_latent(tiny_model):
+    """A generated latent made sparse (its density row sharpened and lowered so that blobs stand in empty
+    space, as after training), rendered by the viewer path with its cached occupancy grid and by full sampling."""
+    model = tiny_model.eval()
+    with torch.no_grad():
+        last = model.generator_ema.field.decoder.layers[-1]
+        last.weight[0] *= 60.0
+        last.bias[0] = last.bias[0] * 60.0 - 18.0
+    _, planes, grid = model._preview_planes()
+    assert 0.05 < grid.fraction() < 0.95
+    dense = cell_centres(96, 1.0).reshape(-1, 3)
+    above = model.generator_ema.field.query(planes, dense)[0][..., 0] > THRESHOLD
+    assert bool(grid.lookup(dense)[above].all())
+    camera = model.orbit_cameras(1)
+    camera.width[:] = 64
+    camera.height[:] = 64
+    camera.cx[:] = 32.0
+    camera.cy[:] = 32.0
+    camera.fx *= 2
+    camera.fy *= 2
+    fast = model.get_outputs_for_camera(camera)
+    model._preview_cache = (model._preview_cache[0], *model._preview_cache[1:3], None)  # same planes, no skipping
+    full = model.get_outputs_for_camera(camera)
+    assert (full["accumulation"] > 0.5).float().mean() > 0.05
+    assert (fast["rgb"] - full["rgb"]).abs().mean() < 1 / 255
+    torch.testing.assert_close(fast["accumulation"], full["accumulation"], atol=1e-2, rtol=0)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from triplane_gan_ns import registry, renderer
 from triplane_gan_ns.backbones.stylegan2 import StyleGAN2BackboneConfig
 from triplane_gan_ns.fields.triplane import TriplaneFieldConfig
+from triplane_gan_ns.occupancy import OccupancyGrid
 from triplane_gan_ns.superresolution import SuperResolutionConfig
 
 BackboneChoice = registry.choice_type("backbones")
@@ -95,10 +96,22 @@ class TriplaneGenerator(nn.Module):
         return self.backbone.synthesis(ws, noise_mode=noise_mode)
 
     # ---- rendering --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def occupancy_grid(self, planes: Float[Tensor, "1 3 channels res res"], resolution: int = 64) -> OccupancyGrid:
+        """Where one latent's density can matter (computed once per latent; see ``occupancy.py``)."""
+        return OccupancyGrid.from_density(
+            lambda points: self.field.batched_density(planes, points[None])[0, :, 0], self.config.scene_bound, resolution
+        )
+
     def render_batched(
-        self, planes: Float[Tensor, "batch 3 channels res res"], origins: Float[Tensor, "batch m 3"], directions: Float[Tensor, "batch m 3"]
+        self,
+        planes: Float[Tensor, "batch 3 channels res res"],
+        origins: Float[Tensor, "batch m 3"],
+        directions: Float[Tensor, "batch m 3"],
+        occupancy: Optional[OccupancyGrid] = None,
     ) -> Dict[str, Float[Tensor, "batch m c"]]:
-        """Volume-render ``m`` rays of each latent (unit directions); rgb, features, depth and accumulation."""
+        """Volume-render ``m`` rays of each latent (unit directions); rgb, features, depth and accumulation.
+        ``occupancy`` (one latent, no gradients) skips empty space."""
         c = self.config
         return renderer.render(
             lambda points: self.field.batched(planes, points),
@@ -110,13 +123,18 @@ class TriplaneGenerator(nn.Module):
             num_importance=c.num_importance_samples,
             background=c.background,
             stratified=self.training,
+            occupancy=occupancy,
         )
 
     def render_rays(
-        self, planes: Float[Tensor, "batch 3 channels res res"], ray_bundle: RayBundle
+        self,
+        planes: Float[Tensor, "batch 3 channels res res"],
+        ray_bundle: RayBundle,
+        occupancy: Optional[OccupancyGrid] = None,
     ) -> Dict[str, Tensor]:
         """Volume-render rays of any shape; ``ray_bundle.metadata['latent_index']`` picks each ray's triplane
-        (absent: all rays use the single triplane).  Returns rgb, features, depth and accumulation per ray."""
+        (absent: all rays use the single triplane, which ``occupancy`` may describe to skip empty space).
+        Returns rgb, features, depth and accumulation per ray."""
         shape = ray_bundle.shape
         origins = ray_bundle.origins.reshape(-1, 3)
         directions = ray_bundle.directions.reshape(-1, 3)
@@ -124,7 +142,7 @@ class TriplaneGenerator(nn.Module):
         if index is None:
             if planes.shape[0] != 1:
                 raise ValueError("rays need metadata['latent_index'] when rendering a batch of several triplanes")
-            out = self.render_batched(planes, origins[None], directions[None])
+            out = self.render_batched(planes, origins[None], directions[None], occupancy)
             return {k: v[0].reshape(*shape, v.shape[-1]) for k, v in out.items()}
         index = index.reshape(-1)
         parts: Dict[str, list] = {}

@@ -26,6 +26,7 @@ from torch.nn import Parameter
 from triplane_gan_ns import registry
 from triplane_gan_ns.discriminators.stylegan2_resnet import StyleGAN2ResnetDiscriminatorConfig
 from triplane_gan_ns.generator import TriplaneGeneratorConfig
+from triplane_gan_ns.occupancy import OccupancyGrid
 from triplane_gan_ns.pose_samplers.base import PoseSampler, yaw_pitch_directions
 from triplane_gan_ns.pose_samplers.uniform_sphere import UniformSpherePoseSamplerConfig
 from triplane_gan_ns.viewer.controls import GeneratorControls, InitialView, PreviewLatent
@@ -83,7 +84,7 @@ class TriplaneGANModel(Model):
             truncation=self.config.preview_truncation,
             initial_view=self._initial_view(),
         )
-        self._preview_cache: Optional[Tuple[tuple, Tensor, Tensor]] = None
+        self._preview_cache: Optional[Tuple[tuple, Tensor, Tensor, OccupancyGrid]] = None
 
     def _initial_view(
         self, yaw_degrees: float = 30.0, pitch_degrees: float = 20.0, zoom_out: float = 1.6
@@ -201,36 +202,38 @@ class TriplaneGANModel(Model):
             return None
 
     @torch.no_grad()
-    def _preview_planes(self, latent: Optional[PreviewLatent] = None) -> Tuple[Tensor, Tensor]:
-        """(ws, triplanes) of the latent the controls select (read once here), reused while the latent and the
-        weights stay the same, so chunks of one render and renders of other cameras skip the backbone."""
+    def _preview_planes(self, latent: Optional[PreviewLatent] = None) -> Tuple[Tensor, Tensor, OccupancyGrid]:
+        """(ws, triplanes, occupancy grid) of the latent the controls select (read once here), reused while the
+        latent and the weights stay the same, so chunks of one render and renders of other cameras skip the
+        backbone and the empty space."""
         latent = latent if latent is not None else self.controls.current()
         version = self._weights_version()
         key = (latent, str(self.device), version)
         if version is not None and self._preview_cache is not None and self._preview_cache[0] == key:
-            return self._preview_cache[1], self._preview_cache[2]
+            return self._preview_cache[1:]
         z = self.seeded_latents([latent.seed])
         label = torch.tensor([min(latent.class_index, max(self.num_classes - 1, 0))], device=self.device)
         ws = self.generator_ema.mapping(z, label, latent.truncation)
         planes = self.generator_ema.planes(ws, noise_mode="const")
-        self._preview_cache = (key, ws, planes)
-        return ws, planes
+        occupancy = self.generator_ema.occupancy_grid(planes)
+        self._preview_cache = (key, ws, planes, occupancy)
+        return ws, planes, occupancy
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        _, planes = self._preview_planes()
-        out = self.generator_ema.render_rays(planes, ray_bundle)
+        _, planes, occupancy = self._preview_planes()
+        out = self.generator_ema.render_rays(planes, ray_bundle, None if torch.is_grad_enabled() else occupancy)
         return {"rgb": out["rgb"], "depth": out["depth"], "accumulation": out["accumulation"]}
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
         """Render the latent selected by ``self.controls`` from any camera, in chunks; H x W x C outputs."""
-        _, planes = self._preview_planes()
+        _, planes, occupancy = self._preview_planes()
         rays = camera.generate_rays(camera_indices=0, keep_shape=True).to(self.device)
         h, w = rays.shape[:2]
         flat = rays.flatten()
         chunks: Dict[str, List[Tensor]] = {}
         for start in range(0, flat.shape[0], self.config.eval_num_rays_per_chunk):
-            out = self.generator_ema.render_rays(planes, flat[start : start + self.config.eval_num_rays_per_chunk])
+            out = self.generator_ema.render_rays(planes, flat[start : start + self.config.eval_num_rays_per_chunk], occupancy)
             for key in ("rgb", "depth", "accumulation"):
                 chunks.setdefault(key, []).append(out[key])
         return {k: torch.cat(v).view(h, w, -1) for k, v in chunks.items()}

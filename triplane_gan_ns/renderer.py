@@ -12,17 +12,26 @@ renderers (and draw the same random numbers in training):
    edges (``num_coarse + num_importance + 1`` samples per ray), density and colour features with gradients;
 4. compositing: weights ``T_i (1 - exp(-sigma_i delta_i))``, colour over the background, features, expected
    depth and opacity.
+
+For a fixed latent (no gradients, one latent) an ``OccupancyGrid`` skips work: both passes evaluate the field
+only at samples in occupied cells, and the importance pass also skips samples behind the point where the
+coarse pass's transmittance fell below ``1e-5`` (early ray termination).  Skipped samples get zero density.
 """
+
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from triplane_gan_ns.occupancy import OccupancyGrid
+
 BACKGROUNDS = {"white": 1.0, "black": 0.0}
+MAX_OPTICAL_DEPTH = 11.5
+"""Samples behind this much coarse optical depth (transmittance below 1e-5) are not evaluated."""
 
 DensityFn = Callable[[Float[Tensor, "b m 3"]], Float[Tensor, "b m 1"]]
 FieldFn = Callable[[Float[Tensor, "b m 3"]], Tuple[Float[Tensor, "b m 1"], Float[Tensor, "b m f"]]]
@@ -81,6 +90,18 @@ def importance_bins(
     return torch.sort(torch.cat([bins, new], -1), -1)[0].detach()
 
 
+def _where_needed(fn, points: Float[Tensor, "1 p 3"], needed: Tensor) -> Tuple[Tensor, ...]:
+    """``fn`` evaluated at the needed points of one latent; zeros elsewhere."""
+    index = needed[0].nonzero()[:, 0]
+    values = fn(points[:, index])
+    out = []
+    for v in values:
+        full = v.new_zeros(1, points.shape[1], v.shape[-1])
+        full[:, index] = v
+        out.append(full)
+    return tuple(out)
+
+
 def sample_weights(density: Float[Tensor, "*rays n"], deltas: Float[Tensor, "*rays n"]) -> Float[Tensor, "*rays n"]:
     """Compositing weights ``T_i * (1 - exp(-sigma_i delta_i))`` with ``T_i = exp(-sum_{j<i} sigma_j delta_j)``."""
     optical = deltas * density
@@ -119,26 +140,43 @@ def render(
     num_importance: int,
     background: str = "white",
     stratified: bool = False,
+    occupancy: Optional[OccupancyGrid] = None,
 ) -> Dict[str, Tensor]:
     """Render ``M`` rays of each of ``B`` latents.  ``field(points)`` gives (density, features) and
     ``density(points)`` density alone, both for points ``[B, P, 3]`` grouped by latent.
 
     Returns ``rgb`` (first three feature channels composited over ``background``), ``features``, ``depth``
     and ``accumulation``, each ``[B, M, C]``.  Outside training (``stratified=False``) colours are made finite
-    and clamped to [0, 1], as nerfstudio's renderer does.
+    and clamped to [0, 1], as nerfstudio's renderer does.  ``occupancy``: skip empty space (see the module
+    docstring); only without gradients and for one latent.
     """
     b, m, _ = origins.shape
+    if occupancy is not None and (b != 1 or torch.is_grad_enabled()):
+        raise ValueError("empty-space skipping renders one latent without gradients")
     rays = Rays(origins, directions, bound)
     with torch.no_grad():
         coarse = uniform_bins(b * m, num_coarse, stratified, origins.device).view(b, m, num_coarse + 1)
-        points, deltas = rays.midpoints(rays.distances(coarse))
-        coarse_density = density(points).view(b, m, num_coarse)
-        coarse_weights = sample_weights(coarse_density, deltas)
+        points, coarse_deltas = rays.midpoints(rays.distances(coarse))
+        if occupancy is None:
+            coarse_density = density(points).view(b, m, num_coarse)
+        else:
+            coarse_density = _where_needed(lambda p: (density(p),), points, occupancy.lookup(points))[0]
+            coarse_density = coarse_density.view(b, m, num_coarse)
+        coarse_weights = sample_weights(coarse_density, coarse_deltas)
     fine = importance_bins(coarse.view(b * m, -1), coarse_weights.view(b * m, -1), num_importance, stratified)
     edges = rays.distances(fine.view(b, m, -1))
     points, deltas = rays.midpoints(edges)
     num = edges.shape[-1] - 1
-    sigma, features = field(points)
+    if occupancy is None:
+        sigma, features = field(points)
+    else:
+        # coarse optical depth at the start of the coarse bin holding each sample: a lower bound of its own
+        optical = torch.cumsum(coarse_density * coarse_deltas, dim=-1)
+        optical = torch.cat([torch.zeros_like(optical[..., :1]), optical], dim=-1)  # at the coarse edges
+        mid = (fine[..., :-1] + fine[..., 1:]).view(b, m, num) / 2
+        bin_index = (torch.searchsorted(coarse.contiguous(), mid.contiguous(), right=True) - 1).clamp(0, num_coarse)
+        alive = torch.gather(optical, -1, bin_index) < MAX_OPTICAL_DEPTH
+        sigma, features = _where_needed(field, points, occupancy.lookup(points) & alive.view(b, m * num))
     weights = sample_weights(sigma.view(b, m, num), deltas)  # [b, m, s]
     features = features.view(b, m, num, -1)
     if not stratified:

@@ -245,7 +245,8 @@ def shape_metrics(
             continue
         with torch.no_grad():
             planes = model.generator_ema.planes(w[None], noise_mode="const")
-        grid = density_grid(lambda p: field.query(planes, p.to(model.device))[0][..., 0], resolution, bound, device=model.device)
+            skip = model.generator_ema.occupancy_grid(planes).skip_empty
+        grid = density_grid(skip(lambda p: field.query(planes, p.to(model.device))[0][..., 0]), resolution, bound, device=model.device)
         occupancy = torch.from_numpy(grid) > DEFAULT_THRESHOLD
         if bool(occupancy.any()) and not bool(occupancy.all()):
             mesh = mesh_from_grid(grid, bound, DEFAULT_THRESHOLD, None, keep_components=0)

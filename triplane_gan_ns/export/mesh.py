@@ -257,11 +257,14 @@ def _check_options(config: ExportMesh) -> None:
 
 
 def latent_field_fns(model: TriplaneGANModel, latent: Latent):
-    """(density_fn, colour_fn) of one latent's triplane under the EMA generator's field."""
+    """(density_fn, colour_fn) of one latent's triplane under the EMA generator's field; the density is only
+    evaluated in the cells of the latent's occupancy grid (zero, i.e. below 1e-3, elsewhere)."""
     gen = model.generator_ema
     with torch.no_grad():
         planes = gen.planes(latent.ws(model), noise_mode="const")
+        occupancy = gen.occupancy_grid(planes)
 
+    @occupancy.skip_empty
     def density_fn(points: Float[Tensor, "num 3"]) -> Float[Tensor, "num"]:
         return gen.field.query(planes, points.to(model.device))[0][..., 0]
 

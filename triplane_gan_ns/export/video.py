@@ -140,8 +140,9 @@ def render_view(
     flat = rays.flatten()
     chunk = rays_per_chunk or model.config.eval_num_rays_per_chunk
     parts: Dict[str, List[Tensor]] = {}
+    occupancy = gen.occupancy_grid(planes)
     for start in range(0, flat.shape[0], chunk):
-        out = gen.render_rays(planes, flat[start : start + chunk])
+        out = gen.render_rays(planes, flat[start : start + chunk], occupancy)
         for key in ("rgb", "depth", "accumulation"):
             parts.setdefault(key, []).append(out[key])
     images = {k: torch.cat(v).view(h, w, -1).permute(2, 0, 1) for k, v in parts.items()}

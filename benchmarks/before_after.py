@@ -1,0 +1,135 @@
+"""Before / after: the same measurements on an older commit and on the working tree, in one run.
+
+Usage: python benchmarks/before_after.py --baseline REV [--only step frame mesh] [--repeats 3]
+
+The baseline is exported with ``git archive REV`` into a temporary folder and imported from there
+(``PYTHONPATH``); every measurement runs in its own process, baseline and current alternating, so both see
+the same machine.  Measurements use only interfaces that both versions have:
+
+* ``step``: one whole ``triplane-gan-tiny`` training step (``GanTrainer.train_iteration``: D step, G step,
+  R1 and density regularisation at their intervals, EMA, data) on the embedded shapes, preset settings (batch
+  4 x 3 views, 32², 16 + 16 samples per ray); mean over 8 steps after 4 warm-up steps.
+* ``frame-tiny`` / ``frame-paper``: one 256² frame of the viewer (``model.get_outputs_for_camera``), random
+  weights, EMA generator, planes cached as in the viewer.
+* ``mesh-tiny``: the density of the 256³ lattice (``export.mesh.density_grid``), random weights.
+
+Prints one Markdown table: figure, baseline seconds, current seconds, speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FIGURES = ("step", "frame-tiny", "frame-paper", "mesh-tiny")
+
+
+def _best(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _model(preset: str):
+    sys.path.insert(0, str(HERE))
+    from presets import preset_model
+
+    model, _ = preset_model(preset, "cpu")
+    return model.eval()
+
+
+def measure(figure: str, repeats: int) -> float:
+    import torch
+
+    if figure == "step":
+        import copy
+
+        from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
+
+        torch.manual_seed(0)
+        cfg = copy.deepcopy(triplane_gan_tiny.config)
+        cfg.machine.device_type = "cpu"
+        cfg.output_dir = Path(tempfile.mkdtemp())
+        cfg.vis = "tensorboard"
+        cfg.set_timestamp()
+        trainer = cfg.setup(local_rank=0, world_size=1)
+        trainer.setup()
+        trainer.pipeline.train()
+        for step in range(4):
+            trainer.train_iteration(step)
+        start = time.perf_counter()
+        for step in range(4, 12):
+            trainer.train_iteration(step)
+        return (time.perf_counter() - start) / 8
+    if figure.startswith("frame-"):
+        from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+
+        model = _model(figure.split("-")[1])
+        direction = yaw_pitch_directions(torch.tensor([0.5]), torch.tensor([0.3]))
+        camera = model.pose_sampler.cameras_from_directions(direction, 256)
+        with torch.no_grad():
+            return _best(lambda: model.get_outputs_for_camera(camera), repeats)
+    if figure == "mesh-tiny":
+        from triplane_gan_ns.export.mesh import density_grid
+
+        model = _model("tiny")
+        gen = model.generator_ema
+        with torch.no_grad():
+            planes = gen.planes(gen.mapping(torch.randn(1, gen.backbone.z_dim), torch.tensor([0])), noise_mode="const")
+            return _best(lambda: density_grid(lambda p: gen.field.query(planes, p)[0][..., 0], 256, 1.0), repeats)
+    raise ValueError(figure)
+
+
+def run(figure: str, repeats: int, pythonpath: Path) -> float:
+    env = dict(os.environ, PYTHONPATH=str(pythonpath), PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, __file__, "--one", figure, "--repeats", str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=pythonpath)
+    if out.returncode != 0:
+        raise SystemExit(f"{figure} failed in {pythonpath}:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", required=False, help="git revision to compare against")
+    parser.add_argument("--only", nargs="+", default=list(FIGURES), choices=FIGURES)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps({"seconds": measure(args.one, args.repeats)}))
+        return
+    if not args.baseline:
+        parser.error("--baseline REV is required (e.g. the commit before the change)")
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        (Path(tmp) / "triplane_gan_ns" / "method_configs").symlink_to(Path(tmp) / "method_configs")
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+              f"baseline {args.baseline}, current {head.stdout.strip()} + working tree")
+        print("| figure | baseline (s) | current (s) | speed-up |")
+        print("| --- | ---: | ---: | ---: |")
+        for figure in args.only:
+            before = run(figure, args.repeats, Path(tmp))
+            after = run(figure, args.repeats, ROOT)
+            print(f"| {figure} | {before:.3f} | {after:.3f} | {before / after:.2f}× |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

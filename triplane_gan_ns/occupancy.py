@@ -1,0 +1,87 @@
+"""Where a fixed latent's density can matter: a boolean grid over the scene box, to skip empty space.
+
+For a given latent the triplane does not change, so the viewer, ``render``, ``export-mesh``, ``eval`` and PTI
+previews can ask once where the density exceeds ``threshold`` and afterwards evaluate the field only there.
+The grid holds the density at every cell centre of a ``resolution³`` lattice; a cell is occupied when the
+density at its centre or at one of its 26 neighbours' exceeds a tenth of the threshold (the margin and the
+dilation cover density that peaks between centres; a test checks them on a lattice 1.5 times finer).
+
+What skipping costs: a ray that only crosses unoccupied cells loses at most ``1 - exp(-threshold * L)`` of
+opacity over a chord of length ``L`` (the default 1e-3 and the unit box: below 0.35 %, under 1/255).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+DensityFn = Callable[[Float[Tensor, "n 3"]], Float[Tensor, "n"]]
+THRESHOLD = 1e-3
+"""Density below which space counts as empty."""
+
+
+def cell_centres(resolution: int, bound: float, device: torch.device | str = "cpu") -> Float[Tensor, "r r r 3"]:
+    """Centres of the ``resolution³`` cells of ``[-bound, bound]^3``, indexed ``[x, y, z]``."""
+    axis = (torch.arange(resolution, device=device, dtype=torch.float32) + 0.5) / resolution * 2 * bound - bound
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
+
+
+@dataclass
+class OccupancyGrid:
+    occupied: Bool[Tensor, "r r r"]
+    """Cell ``[i, j, k]`` spans ``x`` in ``[-b + i * 2b / r, -b + (i + 1) * 2b / r]``, likewise ``y``, ``z``."""
+    bound: float
+
+    @classmethod
+    @torch.no_grad()
+    def from_density(
+        cls,
+        density: DensityFn,
+        bound: float,
+        resolution: int = 64,
+        threshold: float = THRESHOLD,
+        chunk: int = 1 << 18,
+    ) -> "OccupancyGrid":
+        """Evaluate ``density`` at the cell centres (``chunk`` points at a time), mark those above
+        ``threshold / 10`` and dilate by one cell."""
+        points = cell_centres(resolution, bound).reshape(-1, 3)
+        values = torch.cat([density(points[i : i + chunk]).reshape(-1).float().cpu() for i in range(0, len(points), chunk)])
+        above = (values > threshold / 10).view(1, 1, resolution, resolution, resolution).float()
+        occupied = F.max_pool3d(above, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+        return cls(occupied, bound)
+
+    @property
+    def resolution(self) -> int:
+        return self.occupied.shape[0]
+
+    def to(self, device: torch.device | str) -> "OccupancyGrid":
+        return OccupancyGrid(self.occupied.to(device), self.bound)
+
+    def fraction(self) -> float:
+        """Share of the box that is occupied."""
+        return float(self.occupied.float().mean())
+
+    def lookup(self, points: Float[Tensor, "*bs 3"]) -> Bool[Tensor, "*bs"]:
+        """Whether each point lies in an occupied cell (points outside the box are empty)."""
+        r = self.resolution
+        inside = (points.abs() <= self.bound).all(dim=-1)  # the box's faces belong to their edge cells
+        cell = ((points + self.bound) / (2 * self.bound) * r).floor().long().clamp(0, r - 1)
+        flat = (cell[..., 0] * r + cell[..., 1]) * r + cell[..., 2]
+        return self.occupied.to(points.device).reshape(-1)[flat] & inside
+
+    def skip_empty(self, density: DensityFn) -> DensityFn:
+        """``density`` evaluated only at points in occupied cells; zero elsewhere."""
+
+        def masked(points: Float[Tensor, "n 3"]) -> Float[Tensor, "n"]:
+            needed = self.lookup(points)
+            out = points.new_zeros(points.shape[:-1])
+            if bool(needed.any()):
+                out[needed] = density(points[needed]).reshape(-1).to(out.dtype)
+            return out
+
+        return masked
