@@ -32,7 +32,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.export.latents import resolve_class
 from triplane_gan_ns.export.mesh import ExportMesh
 from triplane_gan_ns.export.video import RenderLatents
-from triplane_gan_ns.inference import load_model
+from triplane_gan_ns.inference import load_model, read_run_config
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
 from triplane_gan_ns.pti.invert import InversionConfig, InversionResult, invert
@@ -61,7 +61,7 @@ def guess_class(model: TriplaneGANModel, photo: torch.Tensor, chunk: int = 64) -
 
 def save_tuned_run(model: TriplaneGANModel, result: InversionResult, config_path: Path, checkpoint: Path, out: Path) -> Path:
     """A run folder whose checkpoint holds the tuned generator (as both generator and EMA generator)."""
-    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    config = read_run_config(config_path)
     config.output_dir = out
     config.experiment_name = "pti"
     config.timestamp = "tuned"
