@@ -4,7 +4,7 @@ For each photo, ``OUTPUT_DIR/<photo stem>/`` receives: ``input.png`` (the aligne
 square and resized; EXIF orientation, alpha, grayscale and CMYK handled), ``stage1.png`` / ``stage2.png``
 (reconstructions after each stage), ``losses.json`` (per step), ``pivot.pt`` (the latent: ``ws`` and
 ``class_index``), ``run/.../config.yml`` with a checkpoint holding the tuned generator, which
-``triplane-gan render``, ``triplane-gan export-mesh`` and ``ns-viewer`` load like any training run, and,
+``triplane-gan render``, ``triplane-gan export-mesh`` and ``triplane-gan viewer`` load like any training run, and,
 made from that run: ``latent-pivot_grid.png`` (views), ``latent-pivot_orbit.gif``/``.mp4`` (turntable), ``latent-pivot_depth.png``,
 ``latent-pivot_opacity.png`` and ``mesh.ply``.
 """
