@@ -33,6 +33,8 @@ from triplane_gan_ns.training.trainer import GanTrainerConfig
 install_excepthook()
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+LOOPBACK = "127.0.0.1"
+"""Address the viewer of a training run listens on (``--viewer.websocket-host 0.0.0.0`` exposes it)."""
 
 
 def _optimizers(g_lr: float, d_lr: float) -> dict:
@@ -69,6 +71,7 @@ triplane_gan = MethodSpecification(
         mixed_precision=False,
         machine=MachineConfig(device_type=DEVICE),
         vis="tensorboard",
+        viewer=ViewerConfig(websocket_host=LOOPBACK),
         pipeline=GanPipelineConfig(
             datamanager=GanDataManagerConfig(
                 dataparser=ImageFolderDataParserConfig(),
@@ -100,6 +103,7 @@ triplane_gan_shapenet = MethodSpecification(
         mixed_precision=False,
         machine=MachineConfig(device_type=DEVICE),
         vis="tensorboard",
+        viewer=ViewerConfig(websocket_host=LOOPBACK),
         pipeline=GanPipelineConfig(
             datamanager=GanDataManagerConfig(
                 dataparser=RendersDataParserConfig(),
@@ -127,7 +131,7 @@ triplane_gan_tiny = MethodSpecification(
         machine=MachineConfig(device_type=DEVICE, seed=0),
         vis="tensorboard",
         logging=LoggingConfig(steps_per_log=10, local_writer=GanLocalWriterConfig()),
-        viewer=ViewerConfig(quit_on_train_completion=True, websocket_host="127.0.0.1"),
+        viewer=ViewerConfig(quit_on_train_completion=True, websocket_host=LOOPBACK),
         pipeline=GanPipelineConfig(
             datamanager=GanDataManagerConfig(
                 dataparser=RendersDataParserConfig(), resolution=32, batch_size=4, num_workers=0, cache_images=True

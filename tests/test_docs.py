@@ -145,4 +145,7 @@ def test_ns_train_trains_one_step_with_the_ring_sampler(ring_plugin, tmp_path):
     run = tmp_path / "ring" / "triplane-gan-tiny" / "t"
     config = (run / "config.yml").read_text()
     assert "ring_pose_sampler.RingPoseSamplerConfig" in config and "elevation_degrees: 30.0" in config
+    from triplane_gan_ns.runs import load_config  # the safe reader accepts a registered plugin's dataclasses
+
+    assert load_config(run / "config.yml").pipeline.model.pose_sampler.elevation_degrees == 30.0
     assert list((run / "nerfstudio_models").glob("step-*.ckpt"))

@@ -1,5 +1,6 @@
-"""The generator in nerfstudio's viewer: controls as plain values, planes reused between renders, and
-``ns-viewer`` on a trained tiny run driven through its web page in headless Chromium.
+"""The generator in nerfstudio's viewer: controls as plain values, planes reused between renders, viewers that
+listen on 127.0.0.1 unless told otherwise, and ``ns-viewer`` on a trained tiny run driven through its web page in
+headless Chromium.
 
 The browser test needs ``/usr/bin/chromium`` (Debian package ``chromium``) and ``playwright`` (the ``test``
 extra); without them it is skipped, or fails when ``TRIPLANE_GAN_NS_REQUIRE_BROWSER=1`` (CI).  Its screenshots
@@ -24,6 +25,7 @@ from PIL import Image
 from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 
 NS_VIEWER = str(Path(sys.executable).with_name("ns-viewer"))
+TRIPLANE_GAN = str(Path(sys.executable).with_name("triplane-gan"))
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -112,6 +114,68 @@ def test_planes_are_reused_until_the_latent_or_the_weights_change(tiny_model, mo
     tiny_model.load_state_dict(tiny_model.state_dict())  # what loading a checkpoint does
     tiny_model.get_outputs_for_camera(camera)
     assert len(calls) == 5
+
+
+# ---- presets: where the training viewer listens -----------------------------------------------------------
+def test_every_preset_binds_its_viewer_to_loopback():
+    from nerfstudio.plugins.registry import discover_methods
+
+    methods, _ = discover_methods()
+    hosts = {name: config.viewer.websocket_host for name, config in methods.items() if name.startswith("triplane-gan")}
+    assert hosts == {name: "127.0.0.1" for name in ("triplane-gan", "triplane-gan-shapenet", "triplane-gan-tiny")}
+
+
+# ---- triplane-gan viewer: where it listens -----------------------------------------------------------------
+def _listening(pid: int) -> set:
+    """(address, port) of every TCP socket of process ``pid`` in the LISTEN state, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            cols = row.split()
+            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = cols[1].split(":")
+            raw = bytes.fromhex(address)
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # host-order 32-bit words
+            found.add((socket.inet_ntop(socket.AF_INET if table == "tcp" else socket.AF_INET6, words), int(port, 16)))
+    return found
+
+
+@pytest.mark.parametrize("host", [None, "0.0.0.0"], ids=["default", "exposed-on-purpose"])
+def test_triplane_gan_viewer_listens_on_loopback_unless_told(host, trained_tiny_run, tmp_path):
+    port = _free_port()
+    log = tmp_path / "viewer.log"
+    args = [TRIPLANE_GAN, "viewer", "--load-config", str(trained_tiny_run / "config.yml")]
+    args += ["--viewer.websocket-port", str(port)] + (["--viewer.websocket-host", host] if host else [])
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 180
+        while "Viewer listening on" not in log.read_text():
+            assert proc.poll() is None, f"triplane-gan viewer exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no address printed within 180 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        expected = host or "127.0.0.1"
+        assert _listening(proc.pid) == {(expected, port)}
+        assert f"Viewer listening on {expected}:{port} " in log.read_text()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:  # it answers on loopback either way
+            conn.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            assert conn.recv(12).startswith(b"HTTP/1.")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # ---- ns-viewer in a browser --------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Load a trained generator from a run folder, without the training data.
 
 A run folder (``outputs/<experiment>/<method>/<timestamp>``) holds ``config.yml``, ``class_index.json`` and
-``nerfstudio_models/step-*.ckpt``; ``load_model`` rebuilds the model from the first two and loads the
-weights of the latest (or a given) checkpoint with ``torch.load(weights_only=True)``.
+``nerfstudio_models/step-*.ckpt``; ``load_model`` rebuilds the model from the first two (``config.yml`` read with
+``runs.load_config``, which executes nothing) and loads the weights of the latest (or a given) checkpoint with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
-import yaml
 from nerfstudio.data.scene_box import SceneBox
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.model import TriplaneGANModel
+from triplane_gan_ns.runs import load_config
 from triplane_gan_ns.training.trainer import CLASS_INDEX, GanTrainerConfig, load_checkpoint_file
 
 
@@ -28,14 +29,8 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 
 def read_run_config(config_path: Path) -> GanTrainerConfig:
-    """The trainer config of a run from its ``config.yml``, checked to be a triplane-gan-ns run."""
-    config_path = Path(config_path)
-    if not config_path.is_file():
-        raise UserError(f"config {config_path} does not exist; pass the config.yml of a training run")
-    try:
-        config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
-    except yaml.YAMLError as err:
-        raise UserError(f"config {config_path} is not a readable config.yml ({str(err).splitlines()[0]})") from None
+    """The trainer config of a run from its ``config.yml`` (read safely), checked to be a triplane-gan-ns run."""
+    config = load_config(config_path)
     model_config = getattr(getattr(config, "pipeline", None), "model", None)
     if model_config is None or not hasattr(model_config, "generator"):
         raise UserError(f"config {config_path} is not a triplane-gan-ns run (method {getattr(config, 'method_name', '?')})")

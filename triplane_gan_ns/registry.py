@@ -13,6 +13,7 @@ This module is the only place that knows about entry points.
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import entry_points
 from typing import Dict, Type
 
@@ -83,3 +84,10 @@ def choice_type(kind: str) -> type:
     if not defaults:
         raise UnknownComponentError(f"no component registered in {_group(kind)!r}; is triplane-gan-ns installed?")
     return tyro.extras.subcommand_type_from_defaults(defaults, prefix_names=False)
+
+
+def plugin_packages() -> frozenset:
+    """Top-level packages of the installed component configs (other than the standard library's), whose
+    dataclasses a run's ``config.yml`` may name."""
+    packages = {ep.value.split(":")[0].split(".")[0] for group in KINDS.values() for ep in entry_points(group=group)}
+    return frozenset(packages - set(sys.stdlib_module_names))

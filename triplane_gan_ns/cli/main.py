@@ -16,6 +16,7 @@ from triplane_gan_ns.eval.command import Evaluate
 from triplane_gan_ns.pti.command import Invert
 from triplane_gan_ns.export.mesh import ExportMesh
 from triplane_gan_ns.export.video import RenderLatents
+from triplane_gan_ns.viewer.command import ViewRun
 
 COMMANDS: Dict[str, type] = {
     "prepare-dataset": PrepareDataset,
@@ -23,6 +24,7 @@ COMMANDS: Dict[str, type] = {
     "export-mesh": ExportMesh,
     "invert": Invert,
     "eval": Evaluate,
+    "viewer": ViewRun,
 }
 
 

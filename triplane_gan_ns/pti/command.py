@@ -4,7 +4,7 @@ For each photo, ``OUTPUT_DIR/<photo stem>/`` receives: ``input.png`` (the aligne
 square and resized; EXIF orientation, alpha, grayscale and CMYK handled), ``stage1.png`` / ``stage2.png``
 (reconstructions after each stage), ``losses.json`` (per step), ``pivot.pt`` (the latent: ``ws`` and
 ``class_index``), ``run/.../config.yml`` with a checkpoint holding the tuned generator, which
-``triplane-gan render``, ``triplane-gan export-mesh`` and ``ns-viewer`` load like any training run, and,
+``triplane-gan render``, ``triplane-gan export-mesh`` and ``triplane-gan viewer`` load like any training run, and,
 made from that run: ``latent-pivot_grid.png`` (views), ``latent-pivot_orbit.gif``/``.mp4`` (turntable), ``latent-pivot_depth.png``,
 ``latent-pivot_opacity.png`` and ``mesh.ply``.
 """
@@ -32,7 +32,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.export.latents import resolve_class
 from triplane_gan_ns.export.mesh import ExportMesh
 from triplane_gan_ns.export.video import RenderLatents
-from triplane_gan_ns.inference import load_model
+from triplane_gan_ns.inference import load_model, read_run_config
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
 from triplane_gan_ns.pti.invert import InversionConfig, InversionResult, invert
@@ -61,7 +61,7 @@ def guess_class(model: TriplaneGANModel, photo: torch.Tensor, chunk: int = 64) -
 
 def save_tuned_run(model: TriplaneGANModel, result: InversionResult, config_path: Path, checkpoint: Path, out: Path) -> Path:
     """A run folder whose checkpoint holds the tuned generator (as both generator and EMA generator)."""
-    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    config = read_run_config(config_path)
     config.output_dir = out
     config.experiment_name = "pti"
     config.timestamp = "tuned"

@@ -1,7 +1,7 @@
 """Which latent nerfstudio's viewer renders: class (by index or by name), seed and truncation psi.
 
 ``GeneratorControls`` is a module without parameters or buffers that the model holds as ``model.controls``.
-nerfstudio's viewer (``ns-viewer --load-config RUN/config.yml`` and ``ns-train ... --vis viewer``) collects
+nerfstudio's viewer (``triplane-gan viewer --load-config RUN/config.yml``, ``ns-viewer`` and ``ns-train ... --vis viewer``) collects
 every ``ViewerElement`` attribute of the modules under the pipeline and shows it in the "Custom Elements"
 panel of its Control tab (folder ``gan_model/controls``); a change of any of them re-renders the view.  A new
 viewer client starts looking at the object from outside its box (``InitialView``), z up, not from viser's

@@ -1,0 +1,80 @@
+"""``triplane-gan viewer``: a trained run in nerfstudio's viewer, listening on 127.0.0.1 unless told otherwise.
+
+What ``ns-viewer --load-config`` does, with three differences: the run's ``config.yml`` is read with
+``runs.load_config`` (it executes nothing) and the checkpoint with ``weights_only=True``; checkpoints are found
+next to ``config.yml`` (wherever the command is started); and the viewer binds 127.0.0.1, where ``ns-viewer``
+binds 0.0.0.0 (every network interface).  ``--viewer.websocket-host 0.0.0.0`` exposes it on purpose.  The
+address and port actually bound are printed (the port is the next free one if the asked one is taken).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from nerfstudio.scripts.viewer.run_viewer import ViewerConfigWithoutNumRays
+from nerfstudio.utils import writer
+from nerfstudio.viewer.viewer import Viewer
+
+from triplane_gan_ns.export.latents import resolve_device
+from triplane_gan_ns.inference import latest_checkpoint, read_run_config
+from triplane_gan_ns.training.trainer import load_checkpoint_file
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class ViewRun:
+    """Open a trained run in nerfstudio's viewer (on 127.0.0.1; pass --viewer.websocket-host 0.0.0.0 to let
+    other machines connect).  Needs the run's training data, like ns-viewer."""
+
+    load_config: Path
+    """config.yml of a training run."""
+    checkpoint: Optional[Path] = None
+    """A specific checkpoint of the run (default: the latest)."""
+    viewer: ViewerConfigWithoutNumRays = field(
+        default_factory=lambda: ViewerConfigWithoutNumRays(websocket_host=LOOPBACK)
+    )
+    """Viewer settings; websocket-host is the address it listens on."""
+    device: str = "auto"
+    """Device to render on (auto: cuda when available)."""
+
+    def main(self) -> None:
+        config = read_run_config(self.load_config)
+        run_dir = Path(self.load_config).parent
+        state = load_checkpoint_file(Path(self.checkpoint) if self.checkpoint else latest_checkpoint(run_dir))
+        pipeline = config.pipeline.setup(device=resolve_device(self.device), test_mode="test")
+        pipeline.eval()
+        pipeline.load_pipeline(state["pipeline"], state["step"])
+
+        viewer_config = self.viewer.as_viewer_config()
+        viewer_config.num_rays_per_chunk = config.viewer.num_rays_per_chunk
+        viewer = Viewer(
+            viewer_config,
+            log_filename=run_dir / viewer_config.relative_log_filename,
+            datapath=pipeline.datamanager.get_datapath(),
+            pipeline=pipeline,
+            share=viewer_config.make_share_url,
+            train_lock=threading.Lock(),
+        )
+        config.logging.local_writer.enable = False
+        writer.setup_local_writer(config.logging, max_iter=config.max_num_iterations)  # the viewer reads its buffer
+        viewer.init_scene(
+            train_dataset=pipeline.datamanager.train_dataset,
+            train_state="completed",
+            eval_dataset=pipeline.datamanager.eval_dataset,
+        )
+        viewer.update_scene(step=state["step"])
+
+        host, port = viewer.viser_server.get_host(), viewer.viser_server.get_port()
+        reach = "this machine only" if host in (LOOPBACK, "localhost", "::1") else "other machines can connect"
+        url_host = LOOPBACK if host in ("0.0.0.0", "::") else host
+        print(f"Viewer listening on {host}:{port} ({reach}): open http://{url_host}:{port}", flush=True)
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
