@@ -7,6 +7,7 @@ for the diversity of ImageNet.  ``StyleGAN2EG3DBackboneConfig`` is the EG3D base
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Type
 
@@ -35,7 +36,8 @@ class StyleGAN2BackboneConfig(BackboneConfig):
     extra_blocks: bool = True
     """After every block that doubles the resolution, add one more block at that resolution (the paper's change)."""
     w_avg_beta: float = 0.995
-    """Decay of the per-class running average of w used as the truncation centre."""
+    """Decay of the per-class running average of w used as the truncation centre (bias-corrected: the
+    average of a class seen n times weighs its batch means by beta^k, normalised to sum to one)."""
 
 
 @dataclass
@@ -169,6 +171,8 @@ class StyleGAN2Backbone(Backbone):
             config.z_dim, config.w_dim, num_classes, config.mapping_layers, config.mapping_lr_multiplier
         )
         self.register_buffer("w_avg", torch.zeros(max(num_classes, 1), config.w_dim))
+        # times each class's average was updated; inf marks an average loaded from a checkpoint without counts
+        self.register_buffer("w_avg_count", torch.zeros(max(num_classes, 1)))
 
         blocks: List[nn.Module] = [ConstantInputBlock(channels(4), config.w_dim, img_channels)]
         r = 8
@@ -189,13 +193,34 @@ class StyleGAN2Backbone(Backbone):
 
     @torch.no_grad()
     def _update_w_avg(self, w: Float[Tensor, "b w_dim"], index: Int[Tensor, "b"]) -> None:
-        """Moves the average of each class present in the batch toward that class's batch mean of w."""
+        """Moves the average of each class present in the batch toward that class's batch mean of w.
+
+        ``w_avg`` holds the bias-corrected exponential average: after batch means m_1..m_n of a class it is
+        sum_k beta^(n-k) m_k / sum_k beta^(n-k), not the zero-started EMA (1 - beta) sum_k beta^(n-k) m_k,
+        which is biased toward 0 by the factor 1 - beta^n.  With c = 1 - beta^n the update is
+        w_avg += (m_n - w_avg) (1 - beta) / c, so the first mean of a class is taken as it is."""
         w = w.detach().to(self.w_avg.dtype)
         sums = torch.zeros_like(self.w_avg).index_add_(0, index, w)
         counts = torch.bincount(index, minlength=self.w_avg.shape[0]).to(w.dtype)
         present = counts > 0
         means = sums[present] / counts[present, None]
-        self.w_avg[present] = torch.lerp(means, self.w_avg[present], self.w_avg_beta)
+        seen = self.w_avg_count[present] + 1
+        beta = self.w_avg_beta
+        if beta <= 0:
+            weight = torch.ones_like(seen, dtype=torch.float64)
+        elif beta < 1:
+            weight = (1 - beta) / -torch.expm1(seen.double() * math.log(beta))  # (1 - beta) / (1 - beta^n)
+        else:  # the limit: the plain mean of all batch means
+            weight = 1 / seen.double()
+        self.w_avg[present] = torch.lerp(self.w_avg[present], means, weight.to(w.dtype)[:, None])
+        self.w_avg_count[present] = seen
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints from before the count hold a plain EMA: read it as converged (count inf, weight 1 - beta)
+        key = prefix + "w_avg_count"
+        if prefix + "w_avg" in state_dict and key not in state_dict:
+            state_dict[key] = torch.full_like(self.w_avg_count, math.inf)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def mapping(
         self,
