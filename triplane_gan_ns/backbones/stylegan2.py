@@ -36,8 +36,8 @@ class StyleGAN2BackboneConfig(BackboneConfig):
     extra_blocks: bool = True
     """After every block that doubles the resolution, add one more block at that resolution (the paper's change)."""
     w_avg_beta: float = 0.995
-    """Decay of the per-class running average of w used as the truncation centre (bias-corrected: the
-    average of a class seen n times weighs its batch means by beta^k, normalised to sum to one)."""
+    """Decay of the per-class running average of w used as the truncation centre; the average is bias-corrected
+    (a class's k-th latest batch mean weighs beta^k, the weights normalised to sum to one)."""
 
 
 @dataclass
