@@ -21,6 +21,7 @@ from triplane_gan_ns.backbones.stylegan2 import (
     StyleGAN2BackboneConfig,
     StyleGAN2EG3DBackboneConfig,
     SynthesisBlock,
+    merge_w_averages,
 )
 
 NUM_CLASSES = 5
@@ -187,6 +188,46 @@ def test_w_avg_is_the_normalised_exponentially_weighted_mean_of_batch_means() ->
         weights = torch.tensor([0.9 ** (n - 1 - k) for k in range(n)], dtype=torch.float64)
         expected = (weights[:, None] * torch.stack(seen)).sum(0) / weights.sum()
         torch.testing.assert_close(net.w_avg[c].double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_merging_the_averages_of_processes_weighs_them_by_what_each_has_seen() -> None:
+    """Two processes update their own averages on their own labels; the merge equals the normalised
+    exponentially weighted mean over both processes' batch means (each process's weights beta^k)."""
+    beta = 0.9
+    nets = [make(w_avg_beta=beta), make(w_avg_beta=beta)]
+    gen = torch.Generator().manual_seed(5)
+    weighted = torch.zeros(NUM_CLASSES, TINY["w_dim"], dtype=torch.float64)
+    weights = torch.zeros(NUM_CLASSES, dtype=torch.float64)
+    for rank, net in enumerate(nets):
+        history = {c: [] for c in range(NUM_CLASSES)}
+        for _ in range(3 + 5 * rank):
+            labels = torch.randint(0, 2 + rank, (4,), generator=gen)  # class 2 only on rank 1; 3, 4 never
+            w = torch.randn(4, TINY["w_dim"], generator=gen) + 2
+            net._update_w_avg(w, labels)
+            for c in labels.unique().tolist():
+                history[c].append(w[labels == c].double().mean(0))
+        for c, means in history.items():
+            n = len(means)
+            for k, m in enumerate(means):
+                weighted[c] += (1 - beta) * beta ** (n - 1 - k) * m
+                weights[c] += (1 - beta) * beta ** (n - 1 - k)
+    w_avg, count = merge_w_averages(
+        torch.stack([n.w_avg for n in nets]), torch.stack([n.w_avg_count for n in nets]), beta
+    )
+    seen = weights > 0
+    assert seen.tolist() == [True, True, True, False, False]
+    torch.testing.assert_close(w_avg[seen].double(), weighted[seen] / weights[seen][:, None], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w_avg[2], nets[1].w_avg[2])  # seen by one process only: its average, not half of it
+    assert torch.equal(w_avg[~seen], torch.zeros_like(w_avg[~seen])) and (count[~seen] == 0).all()
+    # the merged count's total weight is the processes' mean total weight
+    mean_weight = (1 - beta ** torch.stack([n.w_avg_count for n in nets]).double()).mean(0)
+    torch.testing.assert_close(1 - beta ** count.double(), mean_weight)
+    # identical processes merge to themselves, counts included (also infinite ones)
+    with torch.no_grad():
+        nets[0].w_avg_count[0] = math.inf
+    same_avg, same_count = merge_w_averages(nets[0].w_avg.expand(3, -1, -1), nets[0].w_avg_count.expand(3, -1), beta)
+    torch.testing.assert_close(same_avg, nets[0].w_avg)
+    torch.testing.assert_close(same_count, nets[0].w_avg_count)
 
 
 def test_checkpoint_without_w_avg_count_loads_as_a_converged_average() -> None:

@@ -263,9 +263,14 @@ class GanPipeline(VanillaPipeline):
         model = self.gan_model
         images = self.datamanager.config.batch_size * self.world_size
         beta = ema_beta(images, self.config.ema_half_life_kimg, self.config.ema_rampup, self.images_seen(step + 1))
-        if self.distributed:  # running averages of w and the ADA statistic: mean / sum over ranks
+        if self.distributed:  # running averages of w and the ADA statistic: merged / mean / sum over ranks
+            merged = set()
+            backbone = model.generator.backbone
+            if hasattr(backbone, "all_reduce_w_avg"):  # per-class averages weighed by what each rank has seen
+                backbone.all_reduce_w_avg()
+                merged = {id(backbone.w_avg), id(backbone.w_avg_count)}
             for buffer in model.generator.buffers():
-                if buffer.is_floating_point():
+                if buffer.is_floating_point() and id(buffer) not in merged:
                     dist.all_reduce(buffer)
                     buffer /= self.world_size
             for stat in (self.augmenter.sign_sum, self.augmenter.sign_count):
