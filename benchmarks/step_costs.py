@@ -57,20 +57,27 @@ def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str
     z = torch.randn(batch, model.generator.backbone.z_dim, device=device)
     labels = torch.arange(batch, device=device) % 10
     real = torch.rand(batch, 3, resolution, resolution, device=device)
+    neural = model.config.generator.neural_resolution
+
+    def seen(out):  # the discriminator's input for renders (6 channels with dual discrimination)
+        return model.discriminator_images(out["image"], out["image_raw"]) * 2 - 1
 
     def d_step():
         with torch.no_grad():
-            fake = model.generate(z, labels, views_per_latent=views)["image"]
-        loss = losses.discriminator_loss(disc(real * 2 - 1, labels), disc.score_generated(fake * 2 - 1, labels.repeat_interleave(views)))
+            fake = model.generate(z, labels, views_per_latent=views)
+        real_in = model.discriminator_images(real, model.neural_copy(real, neural)) * 2 - 1
+        loss = losses.discriminator_loss(disc(real_in, labels), disc.score_generated(seen(fake), labels.repeat_interleave(views)))
         loss.backward()
 
     def g_step():
-        fake = model.generate(z, labels, views_per_latent=views)["image"]
-        losses.generator_loss(disc.score_generated(fake * 2 - 1, labels.repeat_interleave(views))).backward()
+        fake = model.generate(z, labels, views_per_latent=views)
+        losses.generator_loss(disc.score_generated(seen(fake), labels.repeat_interleave(views))).backward()
 
     def r1():
         images = real.detach().requires_grad_(True)
-        losses.r1_penalty(disc(images * 2 - 1, labels), images).backward()
+        raw = model.neural_copy(real, neural).requires_grad_(True)
+        leaves = (images, raw) if model.dual_discrimination else (images,)
+        losses.r1_penalty(disc(model.discriminator_images(images, raw) * 2 - 1, labels), *leaves).backward()
 
     d, g, r = (_best(fn, repeats, device) for fn in (d_step, g_step, r1))
     model.eval()

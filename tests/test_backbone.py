@@ -21,6 +21,7 @@ from triplane_gan_ns.backbones.stylegan2 import (
     StyleGAN2BackboneConfig,
     StyleGAN2EG3DBackboneConfig,
     SynthesisBlock,
+    merge_w_averages,
 )
 
 NUM_CLASSES = 5
@@ -138,6 +139,8 @@ def test_truncation_psi_one_is_identity_and_cutoff_limits_layers() -> None:
 def test_update_w_avg_moves_only_present_classes() -> None:
     net = make()
     before = set_random_w_avg(net)
+    with torch.no_grad():
+        net.w_avg_count.fill_(3.0)  # every class seen 3 times before
     z, _ = inputs(3)
     labels = torch.tensor([1, 1, 3])
     net.mapping(z, labels)
@@ -146,10 +149,101 @@ def test_update_w_avg_moves_only_present_classes() -> None:
     w = net.mapping_network(z, labels).detach()
     net.mapping(z, labels, update_w_avg=True)
     beta = net.w_avg_beta
+    step = (1 - beta) / (1 - beta**4)  # the 4th update of a bias-corrected average
     for c in (0, 2, 4):
         assert torch.equal(net.w_avg[c], before[c])
-    torch.testing.assert_close(net.w_avg[1], beta * before[1] + (1 - beta) * w[:2].mean(0))
-    torch.testing.assert_close(net.w_avg[3], beta * before[3] + (1 - beta) * w[2])
+    torch.testing.assert_close(net.w_avg[1], before[1] + step * (w[:2].mean(0) - before[1]))
+    torch.testing.assert_close(net.w_avg[3], before[3] + step * (w[2] - before[3]))
+    assert net.w_avg_count.tolist() == [3.0, 4.0, 3.0, 4.0, 3.0]
+
+
+def test_w_avg_of_a_constant_w_is_that_w_from_the_first_update() -> None:
+    """Not (1 - beta^n) c, as a zero-started moving average would give."""
+    net = make()
+    c = torch.randn(NUM_CLASSES, TINY["w_dim"], generator=torch.Generator().manual_seed(3))
+    for n in range(1, 40):
+        labels = torch.tensor([n % NUM_CLASSES, (n * 2) % NUM_CLASSES])
+        net._update_w_avg(c[labels], labels)
+        seen = net.w_avg_count > 0
+        assert torch.equal(net.w_avg[seen], c[seen]), n
+        assert torch.equal(net.w_avg[~seen], torch.zeros_like(net.w_avg[~seen]))
+
+
+def test_w_avg_is_the_normalised_exponentially_weighted_mean_of_batch_means() -> None:
+    net = make(w_avg_beta=0.9)  # a short memory, so that the weights differ a lot across 60 updates
+    gen = torch.Generator().manual_seed(4)
+    means = {c: [] for c in range(NUM_CLASSES)}  # batch means of each class, in order, float64
+    for _ in range(60):
+        labels = torch.randint(0, NUM_CLASSES - 1, (6,), generator=gen)  # the last class is never seen
+        w = torch.randn(6, TINY["w_dim"], generator=gen) * 3 + 1
+        net._update_w_avg(w, labels)
+        for c in labels.unique().tolist():
+            means[c].append(w[labels == c].double().mean(0))
+    for c, seen in means.items():
+        n = len(seen)
+        assert float(net.w_avg_count[c]) == n
+        if n == 0:
+            assert torch.equal(net.w_avg[c], torch.zeros(TINY["w_dim"]))
+            continue
+        weights = torch.tensor([0.9 ** (n - 1 - k) for k in range(n)], dtype=torch.float64)
+        expected = (weights[:, None] * torch.stack(seen)).sum(0) / weights.sum()
+        torch.testing.assert_close(net.w_avg[c].double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_merging_the_averages_of_processes_weighs_them_by_what_each_has_seen() -> None:
+    """Two processes update their own averages on their own labels; the merge equals the normalised
+    exponentially weighted mean over both processes' batch means (each process's weights beta^k)."""
+    beta = 0.9
+    nets = [make(w_avg_beta=beta), make(w_avg_beta=beta)]
+    gen = torch.Generator().manual_seed(5)
+    weighted = torch.zeros(NUM_CLASSES, TINY["w_dim"], dtype=torch.float64)
+    weights = torch.zeros(NUM_CLASSES, dtype=torch.float64)
+    for rank, net in enumerate(nets):
+        history = {c: [] for c in range(NUM_CLASSES)}
+        for _ in range(3 + 5 * rank):
+            labels = torch.randint(0, 2 + rank, (4,), generator=gen)  # class 2 only on rank 1; 3, 4 never
+            w = torch.randn(4, TINY["w_dim"], generator=gen) + 2
+            net._update_w_avg(w, labels)
+            for c in labels.unique().tolist():
+                history[c].append(w[labels == c].double().mean(0))
+        for c, means in history.items():
+            n = len(means)
+            for k, m in enumerate(means):
+                weighted[c] += (1 - beta) * beta ** (n - 1 - k) * m
+                weights[c] += (1 - beta) * beta ** (n - 1 - k)
+    w_avg, count = merge_w_averages(
+        torch.stack([n.w_avg for n in nets]), torch.stack([n.w_avg_count for n in nets]), beta
+    )
+    seen = weights > 0
+    assert seen.tolist() == [True, True, True, False, False]
+    torch.testing.assert_close(w_avg[seen].double(), weighted[seen] / weights[seen][:, None], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w_avg[2], nets[1].w_avg[2])  # seen by one process only: its average, not half of it
+    assert torch.equal(w_avg[~seen], torch.zeros_like(w_avg[~seen])) and (count[~seen] == 0).all()
+    # the merged count's total weight is the processes' mean total weight
+    mean_weight = (1 - beta ** torch.stack([n.w_avg_count for n in nets]).double()).mean(0)
+    torch.testing.assert_close(1 - beta ** count.double(), mean_weight)
+    # identical processes merge to themselves, counts included (also infinite ones)
+    with torch.no_grad():
+        nets[0].w_avg_count[0] = math.inf
+    same_avg, same_count = merge_w_averages(nets[0].w_avg.expand(3, -1, -1), nets[0].w_avg_count.expand(3, -1), beta)
+    torch.testing.assert_close(same_avg, nets[0].w_avg)
+    torch.testing.assert_close(same_count, nets[0].w_avg_count)
+
+
+def test_checkpoint_without_w_avg_count_loads_as_a_converged_average() -> None:
+    old = make()
+    with torch.no_grad():
+        old.w_avg.copy_(torch.randn_like(old.w_avg))
+    state = old.state_dict()
+    del state["w_avg_count"]  # as saved before the count existed
+    net = make()
+    net.load_state_dict(state, strict=True)
+    assert torch.equal(net.w_avg, old.w_avg) and torch.isinf(net.w_avg_count).all()
+    w = torch.randn(2, TINY["w_dim"])
+    net._update_w_avg(w, torch.tensor([2, 2]))  # continues as the plain moving average it was
+    beta = net.w_avg_beta
+    torch.testing.assert_close(net.w_avg[2], beta * old.w_avg[2] + (1 - beta) * w.mean(0))
+    assert "w_avg_count" in net.state_dict()
 
 
 def test_different_labels_give_different_planes() -> None:

@@ -1,4 +1,5 @@
-"""Tests of the StyleGAN2 residual discriminator and the minibatch-std layer (tiny configs, CPU)."""
+"""Tests of the StyleGAN2 residual discriminator, the minibatch-std layer, and dual discrimination in the training
+pipeline (tiny configs, CPU)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from triplane_gan_ns.backbones.layers import EqualConv2d, MinibatchStd
 from triplane_gan_ns.discriminators.base import DiscriminatorConfig
@@ -13,6 +15,8 @@ from triplane_gan_ns.discriminators.stylegan2_resnet import (
     StyleGAN2ResnetDiscriminator,
     StyleGAN2ResnetDiscriminatorConfig,
 )
+from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.training import losses
 
 NUM_CLASSES = 5
 TINY = dict(channel_base=256, channel_max=32)
@@ -137,3 +141,136 @@ def test_equal_conv_scaling_and_downsampling() -> None:
 def test_bad_resolution_raises(resolution: int) -> None:
     with pytest.raises(ValueError, match="resolution"):
         make(resolution=resolution)
+
+
+# ---- dual discrimination in the training pipeline (neural 16² -> output 32², so there is super-resolution) ----
+def _dual_trainer(tiny_trainer, **overrides):
+    return tiny_trainer(resolution=32, pipeline__model__generator__neural_resolution=16, **overrides)
+
+
+def _record_discriminator_inputs(pipeline):
+    """Every batch the per-view image discriminator is given, and every real batch and render drawn."""
+    seen = {"inputs": [], "real": [], "fake": []}
+    model = pipeline.gan_model
+    model.discriminator.image.register_forward_pre_hook(lambda m, args: seen["inputs"].append(args[0].detach().clone()))
+    next_train, generate = pipeline.datamanager.next_train, model.generate
+
+    def recording_next_train(step):
+        batch = next_train(step)
+        seen["real"].append(batch)
+        return batch
+
+    def recording_generate(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        seen["fake"].append(out)
+        return out
+
+    pipeline.datamanager.next_train = recording_next_train
+    model.generate = recording_generate
+    return seen
+
+
+def _down_up(photo, neural):
+    down = F.interpolate(photo, size=(neural, neural), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(down, size=photo.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_dual_discriminator_sees_six_channels_real_raw_half_is_the_resized_photo(tiny_trainer):
+    pipeline = _dual_trainer(tiny_trainer).pipeline
+    model = pipeline.gan_model
+    assert model.dual_discrimination and model.discriminator.in_channels == 6
+    assert model.discriminator.image.from_rgb.weight.shape[1] == 6
+    seen = _record_discriminator_inputs(pipeline)
+    pipeline.gan_losses(1, "discriminator")  # not an R1 step; the tiny preset has no blur or augmentation
+    real_in, fake_in = seen["inputs"]
+    photo = seen["real"][0]["image"]
+    assert real_in.shape == (photo.shape[0], 6, 32, 32)
+    torch.testing.assert_close(real_in[:, :3], photo * 2 - 1)
+    resized = _down_up(photo, 16) * 2 - 1
+    torch.testing.assert_close(real_in[:, 3:], resized, rtol=0, atol=1e-6)
+    assert (resized - (photo * 2 - 1)).abs().max() > 0.1  # the raw half is really the blurrier copy
+    # generated side: the super-resolved image and the neural rendering upsampled (views reordered view-major)
+    fake = seen["fake"][0]
+    views = model.discriminator.views_per_latent
+    expected = torch.cat([fake["image"], F.interpolate(fake["image_raw"], size=(32, 32), mode="bilinear")], 1) * 2 - 1
+    batch = expected.shape[0] // views
+    expected = expected.reshape(batch, views, 6, 32, 32).transpose(0, 1).reshape(-1, 6, 32, 32)
+    assert fake["image_raw"].shape[-1] == 16
+    torch.testing.assert_close(fake_in, expected, rtol=0, atol=1e-6)
+
+
+def test_dual_real_raw_half_follows_the_neural_resolution_schedule(tiny_trainer):
+    pipeline = _dual_trainer(tiny_trainer, pipeline__neural_resolution_final=32, pipeline__neural_resolution_fade_kimg=1.0).pipeline
+    photo = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    step = 125  # half way: 500 of 1000 images at batch 4
+    assert pipeline.neural_resolution(step) == 24
+    images, leaves = pipeline._real_images(photo, step)
+    assert [tuple(t.shape) for t in leaves] == [(2, 3, 32, 32), (2, 3, 24, 24)]
+    torch.testing.assert_close(images[:, 3:], _down_up(photo, 24), rtol=0, atol=1e-6)
+    torch.testing.assert_close(images[:, :3], photo, rtol=0, atol=0)
+
+
+def test_dual_r1_reaches_both_halves(tiny_trainer):
+    pipeline = _dual_trainer(tiny_trainer, pipeline__augment__mode="fixed", pipeline__augment__probability=1.0,
+                             pipeline__blur_init_sigma=2.0).pipeline
+    model = pipeline.gan_model
+    photo = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3])
+    images, (image, raw) = pipeline._real_images(photo, 0, requires_grad=True)
+    torch.manual_seed(3)
+    logits = model.discriminator(pipeline._prepare(images, 0), labels)  # blurred and augmented, as in training
+    g_image, g_raw = torch.autograd.grad(logits.sum(), (image, raw), retain_graph=True)
+    assert g_image.abs().sum() > 0 and g_raw.abs().sum() > 0 and g_raw.shape == (4, 3, 16, 16)
+    expected = (g_image.square().sum(dim=[1, 2, 3]) + g_raw.square().sum(dim=[1, 2, 3])).mean()
+    torch.testing.assert_close(losses.r1_penalty(logits, image, raw), expected)
+
+    # the pipeline's R1 step penalises both: the logged penalty is the two-tensor one on its real batch
+    plain = _dual_trainer(tiny_trainer).pipeline
+    seen = _record_discriminator_inputs(plain)
+    loss_dict, metrics = plain.gan_losses(0, "discriminator")  # step 0 is an R1 step
+    photo = seen["real"][0]["image"]
+    images, leaves = plain._real_images(photo, 0, requires_grad=True)
+    logits = plain.gan_model.discriminator(plain._prepare(images, 0), seen["real"][0]["label"])
+    both = losses.r1_penalty(logits, *leaves) / 4
+    image_only = losses.r1_penalty(logits, leaves[0]) / 4
+    torch.testing.assert_close(metrics["r1_penalty"], both.detach())
+    assert both.item() > image_only.item() > 0
+    loss_dict["r1"].backward()
+    assert plain.gan_model.discriminator.image.from_rgb.weight.grad[:, 3:].abs().sum() > 0
+
+
+def test_dual_discrimination_switch_and_models_without_superresolution(tiny_trainer, tiny_model):
+    pipeline = _dual_trainer(tiny_trainer, pipeline__model__dual_discrimination=False).pipeline
+    assert not pipeline.gan_model.dual_discrimination and pipeline.gan_model.discriminator.in_channels == 3
+    seen = _record_discriminator_inputs(pipeline)
+    pipeline.gan_losses(1, "discriminator")
+    assert [x.shape[1] for x in seen["inputs"]] == [3, 3]
+    # the tiny preset renders at the data resolution: nothing to discriminate twice, whatever the switch says
+    assert tiny_model.config.dual_discrimination and not tiny_model.dual_discrimination
+    assert tiny_model.discriminator.in_channels == 3
+
+
+def test_checkpoint_of_the_other_dual_setting_says_how_to_resume(tiny_trainer):
+    pipeline = _dual_trainer(tiny_trainer).pipeline
+    state = {k: v.clone() for k, v in pipeline.state_dict().items()}
+    key = "_model.discriminator.image.from_rgb.weight"
+    state[key] = state[key][:, :3].clone()  # as trained without dual discrimination
+    with pytest.raises(UserError, match="--pipeline.model.dual-discrimination False") as err:
+        pipeline.load_pipeline(state, 10)
+    assert "\n" not in str(err.value)
+
+
+def test_runs_from_before_dual_discrimination_load_without_it(tmp_path):
+    import copy
+
+    import yaml
+
+    from triplane_gan_ns.inference import read_run_config
+    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan
+
+    config = copy.deepcopy(triplane_gan.config)
+    del config.pipeline.model.__dict__["dual_discrimination"]  # a config.yml written before the option
+    (tmp_path / "old.yml").write_text(yaml.dump(config))
+    assert read_run_config(tmp_path / "old.yml").pipeline.model.dual_discrimination is False
+    (tmp_path / "new.yml").write_text(yaml.dump(triplane_gan.config))
+    assert read_run_config(tmp_path / "new.yml").pipeline.model.dual_discrimination is True

@@ -50,7 +50,7 @@ def test_inverting_a_generated_image_recovers_its_latent(trained_tiny_run):
     assert after_tuning < after_latent
     # the latent moved towards the true one: from an unseen side, its rendering is closer to the truth
     novel = _camera(model, yaw=0.4 + 2.0, pitch=-0.1)
-    start = model.generator_ema.backbone.w_average(torch.tensor([1]))
+    start = result.start
     with torch.no_grad():
         views = [model.generator_ema.render(w, novel, noise_mode="const")["image"] for w in (true_ws, start, result.ws)]
     assert (views[2] - views[0]).square().mean() < 0.8 * (views[1] - views[0]).square().mean()
@@ -62,6 +62,35 @@ def test_inverting_a_generated_image_recovers_its_latent(trained_tiny_run):
     params = {k for k, _ in result.generator.named_parameters()}
     assert changed and changed <= params
     assert len(changed) > 0.5 * len(params)
+
+
+class _NoPerceptual(torch.nn.Module):
+    def forward(self, x, y):
+        return (x - y).sum(dim=[1, 2, 3]) * 0
+
+
+def test_stage1_starts_from_the_sampled_class_mean_and_l2_is_on_the_minus_one_one_scale(tiny_model):
+    generator = tiny_model.generator
+    camera = _camera(tiny_model)
+    with torch.no_grad():  # a running average nowhere near the class's ws: stage 1 must not start there
+        generator.backbone.w_avg.fill_(5.0)
+    target = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    # one step at learning rate 0 (the ramp-up starts at 0) and no w noise: the pivot is the start
+    config = InversionConfig(latent_steps=1, optimize_noise=False, initial_noise_factor=0.0, generator_steps=0, seed=3)
+    result = invert(generator, target, 2, camera, _NoPerceptual(), config)
+    with torch.no_grad():
+        z = torch.randn(10000, generator.backbone.z_dim, generator=torch.Generator().manual_seed(3))
+        mean = generator.mapping(z, torch.full((10000,), 2))[:, 0].mean(0)
+        start = mean.view(1, 1, -1).expand(1, generator.backbone.num_ws, -1)
+        image = generator.render(start, camera, noise_mode="const")["image"]
+    torch.testing.assert_close(result.start, start)
+    torch.testing.assert_close(result.ws, start)
+    assert (result.start - generator.backbone.w_average(torch.tensor([2]))).abs().min() > 1.0
+    (row,) = result.losses["latent"]
+    # PTI's L2 on [-1, 1] images: 4 times the mean squared error of the [0, 1] images
+    expected = 4 * float(torch.nn.functional.mse_loss(image, target))
+    assert row["l2"] == pytest.approx(expected, rel=1e-5)
+    assert row["loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_noise_regularization_prefers_white_noise():

@@ -110,6 +110,44 @@ def test_augmentation_is_identity_when_off_and_differentiable_when_on():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_augmentation_gives_both_halves_of_a_dual_input_the_same_transform():
+    """A 6-channel input (image, upsampled raw image) is moved and recoloured as one: each half gets exactly
+    the transform a 3-channel input gets from the same random draws, so equal halves stay equal."""
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(6, 3, 16, 16, generator=gen) * 2 - 1
+    raw = torch.rand(6, 3, 16, 16, generator=gen) * 2 - 1
+    for config in (
+        AugmentConfig(mode="fixed", probability=1.0),
+        AugmentConfig(mode="fixed", probability=1.0, translate=0.0, scale=0.0),  # colour only
+        AugmentConfig(mode="fixed", probability=0.5),  # some samples augmented, the same ones in both halves
+    ):
+        aug = Augmenter(config)
+        torch.manual_seed(7)
+        equal = aug(torch.cat([image, image], dim=1))
+        assert equal.shape == (6, 6, 16, 16) and not torch.allclose(equal[:, :3], image)
+        torch.testing.assert_close(equal[:, :3], equal[:, 3:], rtol=0, atol=0)
+        torch.manual_seed(7)
+        dual = aug(torch.cat([image, raw], dim=1))
+        torch.manual_seed(7)
+        alone_image = aug(image)
+        torch.manual_seed(7)
+        alone_raw = aug(raw)
+        torch.testing.assert_close(dual[:, :3], alone_image, rtol=0, atol=1e-6)
+        torch.testing.assert_close(dual[:, 3:], alone_raw, rtol=0, atol=1e-6)
+        # and samples get different transforms
+        assert not torch.allclose(equal[0, :3] - image[0], equal[1, :3] - image[1])
+    with pytest.raises(ValueError, match="RGB"):
+        Augmenter(AugmentConfig(mode="fixed", probability=1.0))(torch.zeros(2, 4, 8, 8))
+
+
+def test_r1_sums_the_penalties_of_every_input_tensor():
+    x = torch.randn(3, 3, 4, 4, requires_grad=True)
+    y = torch.randn(3, 3, 2, 2, requires_grad=True)
+    a, b = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 2, 2)
+    logits = (x * a).sum(dim=[1, 2, 3]) + (y * b).sum(dim=[1, 2, 3])
+    torch.testing.assert_close(losses.r1_penalty(logits, x, y), a.square().sum() + b.square().sum())
+
+
 def test_rng_state_round_trip():
     import random
 

@@ -34,6 +34,9 @@ def read_run_config(config_path: Path) -> GanTrainerConfig:
     model_config = getattr(getattr(config, "pipeline", None), "model", None)
     if model_config is None or not hasattr(model_config, "generator"):
         raise UserError(f"config {config_path} is not a triplane-gan-ns run (method {getattr(config, 'method_name', '?')})")
+    if "dual_discrimination" not in vars(model_config):
+        # a run from before dual discrimination existed: its discriminator judged the image alone
+        model_config.dual_discrimination = False
     return config
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
@@ -29,6 +30,7 @@ from triplane_gan_ns.generator import TriplaneGeneratorConfig
 from triplane_gan_ns.occupancy import OccupancyGrid
 from triplane_gan_ns.pose_samplers.base import PoseSampler, yaw_pitch_directions
 from triplane_gan_ns.pose_samplers.uniform_sphere import UniformSpherePoseSamplerConfig
+from triplane_gan_ns.superresolution import upsample_bilinear
 from triplane_gan_ns.viewer.controls import GeneratorControls, InitialView, PreviewLatent
 
 DiscriminatorChoice = registry.choice_type("discriminators")
@@ -50,6 +52,11 @@ class TriplaneGANModelConfig(ModelConfig):
         default_factory=UniformSpherePoseSamplerConfig
     )
     """Where generated images are rendered from, by registered name."""
+    dual_discrimination: bool = True
+    """EG3D's dual discrimination: the discriminator sees the super-resolved image stacked with the neural
+    rendering upsampled to the same size (6 channels), and real photos stacked with their own copy resized down
+    to the neural resolution and back up, so the raw rendering too must look real.  No effect without
+    super-resolution (the neural rendering is the image)."""
     preview_class: int = 0
     """Class first shown by the viewer and evaluation renders (then chosen with the viewer's controls)."""
     preview_seed: int = 0
@@ -73,7 +80,7 @@ class TriplaneGANModel(Model):
         # moving average of the generator's weights: samples, the viewer, export and evaluation use it
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.discriminator = self.config.discriminator.setup(
-            resolution=self.resolution, num_classes=self.num_classes, in_channels=3
+            resolution=self.resolution, num_classes=self.num_classes, in_channels=6 if self.dual_discrimination else 3
         )
         self.pose_sampler: PoseSampler = self.config.pose_sampler.setup()
         # the viewer's "Custom Elements": which latent get_outputs_for_camera renders
@@ -85,6 +92,29 @@ class TriplaneGANModel(Model):
             initial_view=self._initial_view(),
         )
         self._preview_cache: Optional[Tuple[tuple, Tensor, Tensor, OccupancyGrid]] = None
+
+    @property
+    def dual_discrimination(self) -> bool:
+        """Whether the discriminator judges the neural rendering too (asked for, and there is super-resolution)."""
+        return self.config.dual_discrimination and self.generator.superresolution is not None
+
+    # ---- what the discriminator sees ----------------------------------------------------------------------
+    def discriminator_images(
+        self, image: Float[Tensor, "b 3 h w"], image_raw: Optional[Float[Tensor, "b 3 hr wr"]] = None
+    ) -> Float[Tensor, "b c h w"]:
+        """The discriminator's input (before blur and augmentation) for images in [0, 1]: ``image`` alone, or
+        with dual discrimination ``image`` stacked with ``image_raw`` bilinearly upsampled to its size."""
+        if not self.dual_discrimination:
+            return image
+        if image_raw is None:
+            raise ValueError("dual discrimination needs the neural rendering (image_raw) of every image")
+        return torch.cat([image, upsample_bilinear(image_raw, image.shape[-1])], dim=1)
+
+    @staticmethod
+    def neural_copy(photo: Float[Tensor, "b 3 h w"], neural_resolution: int) -> Float[Tensor, "b 3 n n"]:
+        """A real photo as the neural rendering would show it: antialiased resize to ``neural_resolution``²."""
+        size = (neural_resolution, neural_resolution)
+        return F.interpolate(photo, size=size, mode="bilinear", align_corners=False, antialias=True)
 
     def _initial_view(
         self, yaw_degrees: float = 30.0, pitch_degrees: float = 20.0, zoom_out: float = 1.6

@@ -2,8 +2,11 @@
 
 Each stage doubles the resolution (the last one lands exactly on the output size): the feature image is
 upsampled bilinearly and refined by two style-modulated 3x3 convolutions conditioned on the latent's last w;
-a 1x1 modulated layer predicts an RGB residual added to the bilinearly upsampled RGB, so at initialisation
-the output is close to the upsampled neural rendering.
+a 1x1 modulated layer (ToRGB) predicts an RGB residual at the stage's resolution.  The residuals are summed
+through the stages (each upsampled bilinearly to the next stage) and added to the neural rendering upsampled
+bilinearly to the output size in one step.  The ToRGB weights start at zero, so at initialisation the output
+is exactly that upsampled neural rendering; their gradient is not zero (it is the features times the style),
+so the residual grows from the first step.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ class SuperResolution(nn.Module):
                     ]
                 )
             )
-            self.to_rgb.append(ModulatedConv2d(config.channels, 3, 1, w_dim, demodulate=False))
+            to_rgb = ModulatedConv2d(config.channels, 3, 1, w_dim, demodulate=False)
+            nn.init.zeros_(to_rgb.weight)  # no residual at first: SR starts as bilinear upsampling
+            self.to_rgb.append(to_rgb)
             channels = config.channels
 
     def forward(
@@ -62,10 +67,17 @@ class SuperResolution(nn.Module):
         w: Float[Tensor, "n w_dim"],
     ) -> Float[Tensor, "n 3 out out"]:
         x = features
+        residual = None
         for size, (conv0, conv1), to_rgb in zip(self.sizes, self.convs, self.to_rgb):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-            rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+            x = upsample_bilinear(x, size)
             x = F.leaky_relu(conv0(x, w), 0.2) * math.sqrt(2)
             x = F.leaky_relu(conv1(x, w), 0.2) * math.sqrt(2)
-            rgb = rgb + to_rgb(x, w)
-        return rgb
+            step = to_rgb(x, w)
+            residual = step if residual is None else upsample_bilinear(residual, size) + step
+        return upsample_bilinear(rgb, self.out_resolution) + residual
+
+
+def upsample_bilinear(x: Float[Tensor, "n c h w"], size: int) -> Float[Tensor, "n c size size"]:
+    """Bilinear resize to ``size``² (half-pixel centres, no antialiasing): how SR and dual discrimination lift
+    the neural rendering to the output resolution."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)

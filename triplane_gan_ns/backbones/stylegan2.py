@@ -7,10 +7,12 @@ for the diversity of ImageNet.  ``StyleGAN2EG3DBackboneConfig`` is the EG3D base
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Type
+from typing import List, Optional, Tuple, Type
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
@@ -35,7 +37,8 @@ class StyleGAN2BackboneConfig(BackboneConfig):
     extra_blocks: bool = True
     """After every block that doubles the resolution, add one more block at that resolution (the paper's change)."""
     w_avg_beta: float = 0.995
-    """Decay of the per-class running average of w used as the truncation centre."""
+    """Decay of the per-class running average of w used as the truncation centre; the average is bias-corrected
+    (a class's k-th latest batch mean weighs beta^k, the weights normalised to sum to one)."""
 
 
 @dataclass
@@ -84,6 +87,38 @@ class MappingNetwork(nn.Module):
             one_hot = F.one_hot(labels.long(), self.num_classes).to(self.embed.weight.dtype)
             parts.append(normalize_2nd_moment(self.embed(one_hot)))
         return self.layers(torch.cat(parts, dim=1))
+
+
+def total_weight(count: Float[Tensor, "*shape"], beta: float) -> Float[Tensor, "*shape"]:
+    """Sum of the weights (1 - beta) beta^k of a zero-started moving average after ``count`` updates:
+    1 - beta^count (0 before the first update, 1 for an infinite count); for beta = 1, ``count`` itself."""
+    count = count.double()
+    if beta <= 0:
+        return (count > 0).double()
+    if beta >= 1:
+        return count
+    return -torch.expm1(count * math.log(beta))
+
+
+def merge_w_averages(
+    w_avg: Float[Tensor, "processes classes w_dim"], count: Float[Tensor, "processes classes"], beta: float
+) -> Tuple[Float[Tensor, "classes w_dim"], Float[Tensor, "classes"]]:
+    """One bias-corrected average per class from those of several processes (each trained on its own labels).
+
+    Each process's average is weighed by its total weight ``total_weight(count)``, so a class that only some
+    processes have seen keeps their average instead of being pulled toward the zeros of the others; a class no
+    process has seen stays zero.  The merged count is the one whose total weight is the processes' mean."""
+    weight = total_weight(count, beta)  # [P, C]
+    total = weight.sum(0)
+    merged = (weight[..., None] * w_avg.double()).sum(0) / torch.where(total > 0, total, 1.0)[:, None]
+    mean = total / count.shape[0]
+    if beta <= 0:
+        merged_count = (mean > 0).double()
+    elif beta >= 1:
+        merged_count = mean
+    else:
+        merged_count = torch.log1p(-mean) / math.log(beta)
+    return merged.to(w_avg.dtype), merged_count.to(count.dtype)
 
 
 class ConstantInputBlock(nn.Module):
@@ -169,6 +204,8 @@ class StyleGAN2Backbone(Backbone):
             config.z_dim, config.w_dim, num_classes, config.mapping_layers, config.mapping_lr_multiplier
         )
         self.register_buffer("w_avg", torch.zeros(max(num_classes, 1), config.w_dim))
+        # times each class's average was updated; inf marks an average loaded from a checkpoint without counts
+        self.register_buffer("w_avg_count", torch.zeros(max(num_classes, 1)))
 
         blocks: List[nn.Module] = [ConstantInputBlock(channels(4), config.w_dim, img_channels)]
         r = 8
@@ -189,13 +226,45 @@ class StyleGAN2Backbone(Backbone):
 
     @torch.no_grad()
     def _update_w_avg(self, w: Float[Tensor, "b w_dim"], index: Int[Tensor, "b"]) -> None:
-        """Moves the average of each class present in the batch toward that class's batch mean of w."""
+        """Moves the average of each class present in the batch toward that class's batch mean of w.
+
+        ``w_avg`` holds the bias-corrected exponential average: after batch means m_1..m_n of a class it is
+        sum_k beta^(n-k) m_k / sum_k beta^(n-k), not the zero-started EMA (1 - beta) sum_k beta^(n-k) m_k,
+        which is biased toward 0 by the factor 1 - beta^n.  With c = 1 - beta^n the update is
+        w_avg += (m_n - w_avg) (1 - beta) / c, so the first mean of a class is taken as it is."""
         w = w.detach().to(self.w_avg.dtype)
         sums = torch.zeros_like(self.w_avg).index_add_(0, index, w)
         counts = torch.bincount(index, minlength=self.w_avg.shape[0]).to(w.dtype)
         present = counts > 0
         means = sums[present] / counts[present, None]
-        self.w_avg[present] = torch.lerp(means, self.w_avg[present], self.w_avg_beta)
+        seen = self.w_avg_count[present] + 1
+        beta = self.w_avg_beta
+        if beta <= 0:
+            weight = torch.ones_like(seen, dtype=torch.float64)
+        else:  # (1 - beta) / (1 - beta^n); for beta = 1 the limit 1 / n, the plain mean of all batch means
+            weight = (1 - beta) / total_weight(seen, beta) if beta < 1 else 1 / seen.double()
+        self.w_avg[present] = torch.lerp(self.w_avg[present], means, weight.to(w.dtype)[:, None])
+        self.w_avg_count[present] = seen
+
+    @torch.no_grad()
+    def all_reduce_w_avg(self) -> None:
+        """In a distributed run, give every process the merge (``merge_w_averages``) of all processes' averages."""
+        world = dist.get_world_size()
+        gathered = []
+        for buffer in (self.w_avg, self.w_avg_count):
+            parts = [torch.empty_like(buffer) for _ in range(world)]
+            dist.all_gather(parts, buffer.contiguous())
+            gathered.append(torch.stack(parts))
+        w_avg, count = merge_w_averages(gathered[0], gathered[1], self.w_avg_beta)
+        self.w_avg.copy_(w_avg)
+        self.w_avg_count.copy_(count)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints from before the count hold a plain EMA: read it as converged (count inf, weight 1 - beta)
+        key = prefix + "w_avg_count"
+        if prefix + "w_avg" in state_dict and key not in state_dict:
+            state_dict[key] = torch.full_like(self.w_avg_count, math.inf)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def mapping(
         self,

@@ -52,10 +52,12 @@ def to_png(image: torch.Tensor, path: Path) -> None:
 @torch.no_grad()
 def guess_class(model: TriplaneGANModel, photo: torch.Tensor, chunk: int = 64) -> int:
     """The class whose conditioning makes the discriminator find the photo most real."""
+    raw = model.neural_copy(photo, model.config.generator.neural_resolution)
+    images = model.discriminator_images(photo, raw) * 2 - 1  # what the discriminator saw of real photos
     scores = []
     for start in range(0, model.num_classes, chunk):
         labels = torch.arange(start, min(start + chunk, model.num_classes), device=photo.device)
-        scores.append(model.discriminator(photo.expand(len(labels), -1, -1, -1) * 2 - 1, labels))
+        scores.append(model.discriminator(images.expand(len(labels), -1, -1, -1), labels))
     return int(torch.cat(scores).argmax())
 
 

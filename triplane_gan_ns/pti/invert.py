@@ -1,9 +1,14 @@
 """Two-stage Pivotal Tuning Inversion (Roich et al.) of one photo into the 3D generator, from one fixed camera.
 
-Stage 1 (latent): starting from the class's average w, optimise w (one vector, or one per layer with
-``w_plus``) and, optionally, the generator's constant noise maps, so that the rendering from the fixed camera
-matches the photo under perceptual + pixel L2 loss; noise maps are kept Gaussian by a multi-scale
-autocorrelation penalty; the learning rate ramps up, then down with a cosine.
+Stage 1 (latent): starting from the mean w of 10,000 latents of the class (sampled for this, as PTI does;
+not the training's running average), optimise w (one vector, or one per layer with ``w_plus``) and,
+optionally, the generator's constant noise maps, so that the rendering from the fixed camera matches the
+photo under perceptual + pixel L2 loss; noise maps are kept Gaussian by a multi-scale autocorrelation penalty;
+the learning rate ramps up, then down with a cosine.
+
+Images are in [0, 1] throughout; the pixel L2 is the mean squared error on the [-1, 1] scale the generator
+and PTI's weights use (4 times that on [0, 1]); the perceptual distances take [0, 1] images and rescale them
+to what their networks expect (LPIPS: [-1, 1]).
 
 Stage 2 (generator): freeze that pivot w and fine-tune the generator's weights (a copy; the loaded model is
 never changed) with the same loss, stopping early when the perceptual distance is low enough.  The optional
@@ -58,7 +63,7 @@ class InversionConfig:
     perceptual_weight: float = 1.0
     """Weight of the perceptual distance."""
     l2_weight: float = 1.0
-    """Weight of the pixel mean squared error."""
+    """Weight of the pixel mean squared error (on images scaled to [-1, 1])."""
     stop_perceptual: float = 0.06
     """Stage 2 stops early once the perceptual distance is at most this."""
     locality_weight: float = 0.0
@@ -81,6 +86,8 @@ class InversionResult:
     """Rendering of the pivot by the original generator [1, 3, R, R]."""
     stage2_image: Tensor
     """Rendering of the pivot by the tuned generator [1, 3, R, R]."""
+    start: Tensor
+    """Where stage 1 started: the class's mean w, [1, num_ws, w_dim]."""
     losses: Dict[str, List[Dict[str, float]]] = field(default_factory=dict)
     """Per stage, one row of losses per step."""
 
@@ -111,6 +118,11 @@ def _normalise_noise(noises: List[Tensor]) -> None:
             n.sub_(n.mean()).div_(n.square().mean().sqrt())
 
 
+def pixel_l2(image: Float[Tensor, "b 3 h w"], target: Float[Tensor, "b 3 h w"]) -> Tensor:
+    """Mean squared error of [0, 1] images measured on the [-1, 1] scale (PTI's L2)."""
+    return F.mse_loss(image * 2 - 1, target * 2 - 1)
+
+
 def _lr(step: int, steps: int, c: InversionConfig) -> float:
     t = step / max(steps, 1)
     ramp = min(1.0, (1.0 - t) / c.lr_rampdown_length)
@@ -137,7 +149,7 @@ def invert(
     def loss_terms(image: Tensor) -> Dict[str, Tensor]:
         return {
             "perceptual": perceptual(image, target).mean(),
-            "l2": F.mse_loss(image, target),
+            "l2": pixel_l2(image, target),
         }
 
     # ---- stage 1: the pivot latent -----------------------------------------------------------------------
@@ -146,9 +158,9 @@ def invert(
     with torch.no_grad():
         z = torch.randn(10000, backbone.z_dim, generator=gen).to(device)
         w_samples = original.mapping(z, labels.expand(10000))[:, 0]
-        w_std = (w_samples - w_samples.mean(0)).square().sum(1).mean().sqrt().item()
-    w_avg = backbone.w_average(labels)  # [1, num_ws, w_dim]
-    w_opt = (w_avg if c.w_plus else w_avg[:, :1]).detach().clone().requires_grad_(True)
+        w_start = w_samples.mean(0)  # the class's mean w
+        w_std = (w_samples - w_start).square().sum(1).mean().sqrt().item()
+    w_opt = w_start.view(1, 1, -1).repeat(1, backbone.num_ws if c.w_plus else 1, 1).requires_grad_(True)
     saved_noise = [b.detach().clone() for b in _noise_buffers(original)]
     noises = _noise_buffers(original) if c.optimize_noise else []
     for n in noises:
@@ -206,7 +218,7 @@ def invert(
                 nearby = pivot + c.locality_alpha * direction / direction.norm(dim=-1, keepdim=True)
                 reference = original.render(nearby, camera, noise_mode="const")["image"]
             local = tuned.render(nearby, camera, noise_mode="const")["image"]
-            terms["locality"] = perceptual(local, reference).mean() + F.mse_loss(local, reference)
+            terms["locality"] = perceptual(local, reference).mean() + pixel_l2(local, reference)
             loss = loss + c.locality_weight * terms["locality"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -225,5 +237,6 @@ def invert(
         generator=tuned,
         stage1_image=stage1_image,
         stage2_image=stage2_image,
+        start=w_start.view(1, 1, -1).expand(1, backbone.num_ws, -1).clone(),
         losses={"latent": rows1, "generator": rows2},
     )

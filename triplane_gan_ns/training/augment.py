@@ -1,11 +1,15 @@
 """Differentiable augmentation of real and generated images before the discriminator (kornia), with an
 ADA-style adaptive probability: every ``interval`` steps the probability moves up when the discriminator is
-too sure of the real images (E[sign D(real)] above ``target``) and down otherwise."""
+too sure of the real images (E[sign D(real)] above ``target``) and down otherwise.
+
+Inputs may stack several RGB images per sample along the channels (dual discrimination: the image and its
+upsampled neural rendering, 6 channels); every RGB triple of a sample gets the same geometric and colour
+transform."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Tuple
 
 import kornia.augmentation as K
 import torch
@@ -38,8 +42,10 @@ class AugmentConfig:
 
 
 class Augmenter(nn.Module):
-    """Applies the same random transforms, each with probability ``p``, to a batch; ``p`` lives in a buffer
-    so that it is saved in checkpoints."""
+    """Applies random transforms, each with probability ``p``, to a batch; ``p`` lives in a buffer so that it
+    is saved in checkpoints.  A sample of ``3 k`` channels is ``k`` RGB images that all get that sample's
+    transform: the geometric one moves all channels at once, the colour one is drawn once and applied to each
+    RGB triple."""
 
     def __init__(self, config: AugmentConfig) -> None:
         super().__init__()
@@ -48,22 +54,28 @@ class Augmenter(nn.Module):
         self.register_buffer("sign_sum", torch.tensor(0.0))
         self.register_buffer("sign_count", torch.tensor(0.0))
 
-    def _pipeline(self, p: float) -> nn.Module:
+    def _transforms(self, p: float) -> Tuple[nn.Module, nn.Module]:
         c = self.config
-        return K.AugmentationSequential(
-            K.RandomAffine(
-                degrees=c.rotate_degrees, translate=(c.translate, c.translate), scale=(1 - c.scale, 1 + c.scale),
-                padding_mode="reflection", p=p,
-            ),
-            K.ColorJitter(brightness=c.color, contrast=c.color, saturation=c.color, p=p),
+        geometric = K.RandomAffine(
+            degrees=c.rotate_degrees, translate=(c.translate, c.translate), scale=(1 - c.scale, 1 + c.scale),
+            padding_mode="reflection", p=p,
         )
+        colour = K.ColorJitter(brightness=c.color, contrast=c.color, saturation=c.color, p=p)
+        return geometric, colour
 
     def forward(self, images: Float[Tensor, "b c h w"]) -> Float[Tensor, "b c h w"]:
-        """Augment images in [-1, 1] (returned in [-1, 1] range before clamping-free colour jitter)."""
+        """Augment images in [-1, 1] (returned in [-1, 1] range before clamping-free colour jitter); ``c`` is
+        a multiple of 3, each RGB triple of a sample transformed alike."""
         p = float(self.p)
         if self.config.mode == "none" or p <= 0:
             return images
-        out = self._pipeline(p)((images + 1) / 2)
+        if images.shape[1] % 3:
+            raise ValueError(f"augmentation takes RGB images stacked along the channels, got {images.shape[1]} channels")
+        geometric, colour = self._transforms(p)
+        moved = geometric((images + 1) / 2)
+        triples = moved.split(3, dim=1)
+        params = colour.forward_parameters(triples[0].shape)  # one colour change per sample, for every triple
+        out = torch.cat([colour(t, params=params) for t in triples], dim=1)
         return out * 2 - 1
 
     @torch.no_grad()

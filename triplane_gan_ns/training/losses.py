@@ -18,7 +18,9 @@ def discriminator_loss(real_logits: Float[Tensor, "batch"], fake_logits: Float[T
     return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
 
 
-def r1_penalty(real_logits: Float[Tensor, "batch"], real_images: Float[Tensor, "batch c h w"]) -> Tensor:
-    """E[|grad_x D(x)|^2] over real images (``real_images`` must require grad); multiply by gamma / 2."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
-    return grad.square().sum(dim=[1, 2, 3]).mean()
+def r1_penalty(real_logits: Float[Tensor, "batch"], *real_images: Float[Tensor, "batch c h w"]) -> Tensor:
+    """E[|grad_x D(x)|^2] over real images (each tensor in ``real_images`` must require grad); with several
+    tensors (dual discrimination: the photo and its low-resolution copy) the squared norms of the gradients
+    with respect to each are summed.  Multiply by gamma / 2."""
+    grads = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    return sum(g.square().sum(dim=[1, 2, 3]) for g in grads).mean()

@@ -10,6 +10,10 @@ what each phase computes:
   regularisation (nearby points should have similar density) every ``density_reg_interval`` steps.
 
 Both phases see images through the same blur (faded out early in training) and differentiable augmentation.
+With dual discrimination (the model's ``dual_discrimination``) every image is a 6-channel stack: a render is its
+super-resolved image with its neural rendering upsampled, a photo is itself with its copy resized down to the
+current neural resolution and back up; blur and augmentation treat both halves alike, and R1 differentiates
+with respect to the photo and its low-resolution copy.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from torch import Tensor
 
 from triplane_gan_ns.data.datamanager import GanDataManager, GanDataManagerConfig
+from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.model import TriplaneGANModel, TriplaneGANModelConfig
 from triplane_gan_ns.training import losses
 from triplane_gan_ns.training.augment import AugmentConfig, Augmenter
@@ -129,14 +134,33 @@ class GanPipeline(VanillaPipeline):
         return int(round((start + (final - start) * t) / 2)) * 2
 
     # ---- the discriminator as the losses see it -----------------------------------------------------------
-    def _prepare(self, images: Float[Tensor, "b 3 h w"], step: int) -> Tensor:
-        """[0, 1] images -> blurred, augmented [-1, 1] discriminator input."""
+    def _prepare(self, images: Float[Tensor, "b c h w"], step: int) -> Float[Tensor, "b c h w"]:
+        """[0, 1] discriminator images (RGB triples stacked along channels) -> blurred, augmented [-1, 1] input."""
         x = images * 2 - 1
         sigma = self.blur_sigma(step)
         if sigma > 0:
             size = min(2 * math.floor(3 * sigma) + 1, (x.shape[-1] // 2) * 2 - 1)
             x = kornia.filters.gaussian_blur2d(x, (size, size), (sigma, sigma))
         return self.augmenter(x)
+
+    def _fake_input(self, fake: Dict[str, Tensor], step: int) -> Tensor:
+        """The discriminator's input for rendered views: image (and upsampled neural rendering), prepared."""
+        return self._prepare(self.gan_model.discriminator_images(fake["image"], fake.get("image_raw")), step)
+
+    def _real_images(
+        self, photos: Float[Tensor, "b 3 h w"], step: int, requires_grad: bool = False
+    ) -> Tuple[Float[Tensor, "b c h w"], Tuple[Tensor, ...]]:
+        """(un-prepared discriminator images of real photos, the leaf tensors R1 differentiates).
+
+        With dual discrimination the photo's raw half is its copy at the current neural resolution, upsampled
+        back exactly as a render's neural image is; the copy is a leaf of its own, as the neural rendering is
+        an input of its own on the generated side."""
+        model = self.gan_model
+        photo = photos.detach().requires_grad_(requires_grad)
+        if not model.dual_discrimination:
+            return photo, (photo,)
+        raw = model.neural_copy(photo.detach(), self.neural_resolution(step)).requires_grad_(requires_grad)
+        return model.discriminator_images(photo, raw), (photo, raw)
 
     def _fake_labels(self, batch_size: int) -> Int[Tensor, "batch"]:
         """Class labels drawn from the data's class frequencies."""
@@ -178,7 +202,7 @@ class GanPipeline(VanillaPipeline):
         model.discriminator.requires_grad_(False)
         try:
             fake, labels = self._generate(batch, step, update_w_avg=True, mixing=True)
-            logits = model.discriminator.score_generated(self._prepare(fake["image"], step), labels)
+            logits = model.discriminator.score_generated(self._fake_input(fake, step), labels)
         finally:
             model.discriminator.requires_grad_(True)
         loss_dict = {"generator": losses.generator_loss(logits)}
@@ -206,13 +230,13 @@ class GanPipeline(VanillaPipeline):
         with torch.no_grad():
             fake, fake_labels = self._generate(batch, step)
         do_r1 = self.config.r1_gamma > 0 and step % self.config.r1_interval == 0
-        real_images = real["image"].detach().requires_grad_(do_r1)
+        real_images, real_leaves = self._real_images(real["image"], step, requires_grad=do_r1)
         # R1 differentiates the discriminator twice, which compiled graphs cannot: its forward runs eagerly
         discriminate = model.discriminator
         if do_r1:
             discriminate = functools.partial(type(model.discriminator).forward, model.discriminator)
         real_logits = discriminate(self._prepare(real_images, step), real["label"])
-        fake_logits = model.discriminator.score_generated(self._prepare(fake["image"], step), fake_labels)
+        fake_logits = model.discriminator.score_generated(self._fake_input(fake, step), fake_labels)
         self.augmenter.accumulate(real_logits)
         loss_dict = {"discriminator": losses.discriminator_loss(real_logits, fake_logits)}
         metrics = {
@@ -223,9 +247,10 @@ class GanPipeline(VanillaPipeline):
             "skipped_files": torch.tensor(float(self.datamanager.skipped_files)),
         }
         if do_r1:
-            # gradient w.r.t. the un-augmented photo (the augmentation is part of the discriminator here);
-            # the images in [0, 1] are half the scale of the discriminator's [-1, 1] input, hence the 1/4
-            penalty = losses.r1_penalty(real_logits, real_images) / 4
+            # gradient w.r.t. the un-augmented photo and, with dual discrimination, its low-resolution copy (the
+            # augmentation is part of the discriminator here); the images in [0, 1] are half the scale of the
+            # discriminator's [-1, 1] input, hence the 1/4
+            penalty = losses.r1_penalty(real_logits, *real_leaves) / 4
             loss_dict["r1"] = penalty * (self.config.r1_gamma / 2) * self.config.r1_interval
             metrics["r1_penalty"] = penalty.detach()
         return loss_dict, metrics
@@ -236,15 +261,34 @@ class GanPipeline(VanillaPipeline):
         model = self.gan_model
         images = self.datamanager.config.batch_size * self.world_size
         beta = ema_beta(images, self.config.ema_half_life_kimg, self.config.ema_rampup, self.images_seen(step + 1))
-        if self.distributed:  # running averages of w and the ADA statistic: mean / sum over ranks
+        if self.distributed:  # running averages of w and the ADA statistic: merged / mean / sum over ranks
+            merged = set()
+            backbone = model.generator.backbone
+            if hasattr(backbone, "all_reduce_w_avg"):  # per-class averages weighed by what each rank has seen
+                backbone.all_reduce_w_avg()
+                merged = {id(backbone.w_avg), id(backbone.w_avg_count)}
             for buffer in model.generator.buffers():
-                if buffer.is_floating_point():
+                if buffer.is_floating_point() and id(buffer) not in merged:
                     dist.all_reduce(buffer)
                     buffer /= self.world_size
             for stat in (self.augmenter.sign_sum, self.augmenter.sign_count):
                 dist.all_reduce(stat)
         update_ema(model.generator_ema, model.generator, beta)
         self.augmenter.update(step, images)
+
+    def load_pipeline(self, loaded_state: Dict[str, Tensor], step: int) -> None:
+        """Load a checkpoint; one trained with the other dual-discrimination setting is named as such."""
+        own = self.state_dict()
+        for key, value in loaded_state.items():
+            key = key[len("module.") :] if key.startswith("module.") else key
+            if key.startswith("_model.discriminator.") and key.endswith("from_rgb.weight") and key in own:
+                theirs, ours = value.shape[1], own[key].shape[1]
+                if theirs != ours and {theirs, ours} == {3, 6}:
+                    raise UserError(
+                        f"the checkpoint's discriminator takes {theirs} channels and this configuration's {ours}: "
+                        f"resume it with --pipeline.model.dual-discrimination {theirs == 6}"
+                    )
+        super().load_pipeline(loaded_state, step)
 
     def get_train_loss_dict(self, step: int):
         raise NotImplementedError("GanTrainer calls gan_losses(step, phase) instead")
