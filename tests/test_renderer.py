@@ -231,3 +231,15 @@ def test_viewer_frame_with_skipping_matches_full_sampling_on_a_generated_latent(
     assert (full["accumulation"] > 0.5).float().mean() > 0.05
     assert (fast["rgb"] - full["rgb"]).abs().mean() < 1 / 255
     torch.testing.assert_close(fast["accumulation"], full["accumulation"], atol=1e-2, rtol=0)
+
+
+def test_raw_density_is_the_decoder_output_before_activation_and_box():
+    field = TriplaneFieldConfig(hidden_dim=16, num_hidden_layers=2, feature_dim=4).setup(plane_channels=4)
+    planes = torch.randn(2, 3, 4, 8, 8)
+    points = torch.rand(2, 50, 3) * 2.4 - 1.2  # some outside the box
+    raw = field.batched_density(planes, points, raw=True)
+    density = field.batched_density(planes, points)
+    inside = (points.abs() <= 1).all(dim=-1, keepdim=True)
+    torch.testing.assert_close(density, F.softplus(raw + field.config.density_shift) * inside)
+    assert (~inside).any() and (raw[~inside[..., 0]] != 0).all()  # the regulariser sees it outside the box too
+    assert (raw < 0).any()  # not clipped at zero like the activated density

@@ -104,10 +104,13 @@ class TriplaneField(Field):
         return density * self._inside(positions), features
 
     def batched_density(
-        self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"]
+        self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"], raw: bool = False
     ) -> Float[Tensor, "batch num 1"]:
-        """Density alone: the decoder's output layer is evaluated for its density row only."""
+        """Density alone: the decoder's output layer is evaluated for its density row only.  ``raw``: the
+        decoder's output before the shift and softplus, not masked by the box (what EG3D regularises)."""
         out = self.decoder(self._aggregate(self.sample_planes(planes, positions)), outputs=slice(0, 1))
+        if raw:
+            return out
         return F.softplus(out + self.config.density_shift) * self._inside(positions)
 
     def query(

@@ -213,14 +213,15 @@ class GanPipeline(VanillaPipeline):
         return loss_dict, metrics
 
     def _density_regulariser(self, planes: Tensor) -> Tensor:
-        """Mean |sigma(x) - sigma(x + d)| at random points x of every latent's triplane."""
+        """Mean |sigma(x) - sigma(x + d)| at random points x of every latent's triplane, on the decoder's raw
+        (pre-activation, unmasked) density as in EG3D, so it also acts where the softplus is flat."""
         field = self.gan_model.generator.field
         bound = self.gan_model.generator.config.scene_bound
         batch = planes.shape[0]
         n = self.config.density_reg_points
         points = (torch.rand(batch, n, 3, device=planes.device) * 2 - 1) * bound
         perturbed = points + torch.randn_like(points) * self.config.density_reg_distance * bound
-        density = field.batched_density(planes, torch.cat([points, perturbed], dim=1))
+        density = field.batched_density(planes, torch.cat([points, perturbed], dim=1), raw=True)
         return (density[:, :n] - density[:, n:]).abs().mean()
 
     def _discriminator_losses(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
