@@ -49,7 +49,12 @@ class TriplaneFieldConfig(InstantiateConfig):
     feature_dim: int = 32
     """Colour feature channels per sample; the first 3 are the raw RGB (sigmoid), all feed super-resolution."""
     density_shift: float = -1.0
-    """Density is softplus(raw + density_shift)."""
+    """Density is softplus(raw + density_shift + sphere prior)."""
+    sphere_prior: float = 0.0
+    """Strength s of a fixed sphere added to the raw density, ``s * (sphere_prior_radius - |x| / bound)``: the
+    generator starts from a solid ball in clear space instead of fog filling the box (0 = off, EG3D)."""
+    sphere_prior_radius: float = 0.5
+    """Radius of the prior's sphere, as a fraction of the scene bound."""
 
 
 class TriplaneField(Field):
@@ -84,24 +89,24 @@ class TriplaneField(Field):
         agg = plane_features.mean(dim=1) if self.config.aggregation == "mean" else plane_features.sum(dim=1)
         return agg.transpose(1, 2)
 
-    def decode(
-        self, plane_features: Float[Tensor, "batch 3 channels num"]
-    ) -> Tuple[Float[Tensor, "batch num 1"], Float[Tensor, "batch num feature_dim"]]:
-        """(density >= 0, colour features; the first three channels in [0, 1] are the RGB)."""
-        out = self.decoder(self._aggregate(plane_features))
-        density = F.softplus(out[..., :1] + self.config.density_shift)
-        features = torch.sigmoid(out[..., 1:]) * (1 + 2e-3) - 1e-3
-        return density, features
-
-    def _inside(self, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 1"]:
-        return (positions.abs() <= self.scene_bound).all(dim=-1, keepdim=True)
+    def _density(self, raw: Float[Tensor, "*bs 1"], positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 1"]:
+        """Activated density from the decoder's raw output: shift, sphere prior, softplus, zero outside the box."""
+        c = self.config
+        shift = c.density_shift
+        if c.sphere_prior != 0:
+            radius = positions.norm(dim=-1, keepdim=True) / self.scene_bound
+            shift = shift + c.sphere_prior * (c.sphere_prior_radius - radius)
+        inside = (positions.abs() <= self.scene_bound).all(dim=-1, keepdim=True)
+        return F.softplus(raw + shift) * inside
 
     def batched(
         self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"]
     ) -> Tuple[Float[Tensor, "batch num 1"], Float[Tensor, "batch num feature_dim"]]:
-        """Density (zero outside the box) and features of ``num`` points of each latent."""
-        density, features = self.decode(self.sample_planes(planes, positions))
-        return density * self._inside(positions), features
+        """Density (zero outside the box) and colour features (the first three channels in [0, 1] are the
+        RGB) of ``num`` points of each latent."""
+        out = self.decoder(self._aggregate(self.sample_planes(planes, positions)))
+        features = torch.sigmoid(out[..., 1:]) * (1 + 2e-3) - 1e-3
+        return self._density(out[..., :1], positions), features
 
     def batched_density(
         self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"], raw: bool = False
@@ -109,9 +114,7 @@ class TriplaneField(Field):
         """Density alone: the decoder's output layer is evaluated for its density row only.  ``raw``: the
         decoder's output before the shift and softplus, not masked by the box (what EG3D regularises)."""
         out = self.decoder(self._aggregate(self.sample_planes(planes, positions)), outputs=slice(0, 1))
-        if raw:
-            return out
-        return F.softplus(out + self.config.density_shift) * self._inside(positions)
+        return out if raw else self._density(out, positions)
 
     def query(
         self,
