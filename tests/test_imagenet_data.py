@@ -159,3 +159,23 @@ def test_dataparsers_are_registered_with_nerfstudio():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "['triplane-gan-imagenet', 'triplane-gan-renders']"
+
+
+@pytest.mark.parametrize(
+    "mode, value, expected",
+    [("I;16", 1000, round(1000 * 255 / 65535)), ("I;16", 65535, 255), ("I", 30000, round(30000 * 255 / 65535)), ("F", 0.5, 128)],
+)
+def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path, mode, value, expected):
+    import numpy as np
+    from PIL import Image
+
+    from triplane_gan_ns.data.dataset import load_square_rgb
+
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    path = tmp_path / ("img.png" if mode == "I;16" else "img.tiff")
+    Image.fromarray(np.full((8, 8), value, dtype=dtype)).save(path)
+    with Image.open(path) as check:
+        assert check.mode in (mode, "I", "I;16", "F")  # PIL may read 16-bit PNGs back as "I"
+    image = load_square_rgb(path, 4)
+    assert image.shape == (4, 4, 3)
+    assert (image == expected).all(), (image[0, 0], expected)

@@ -21,9 +21,26 @@ from PIL import Image, ImageOps
 from triplane_gan_ns.data.archive import ArchiveImages
 
 
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Single-channel images of more than 8 bits as 8-bit grayscale, scaled rather than clipped: 16-bit
+    integers by 255/65535, 32-bit integers by their 16-bit range when they fit it (PIL reads 16-bit PNGs as
+    ``I``) else by 255/(2^32 - 1), floats in [0, 1] by 255 (larger floats are taken as 0..255)."""
+    if im.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return im
+    values = np.asarray(im, dtype=np.float64)
+    if im.mode.startswith("I;16"):
+        scale = 255.0 / 65535.0
+    elif im.mode == "I":
+        scale = 255.0 / 65535.0 if values.min(initial=0) >= 0 and values.max(initial=0) <= 65535 else 255.0 / (2**32 - 1)
+        values = values - min(values.min(initial=0), 0)
+    else:
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
+    return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_square_rgb(path, resolution: int, background=(1.0, 1.0, 1.0)) -> UInt8[npt.NDArray, "res res 3"]:
     """Decode any PIL-readable image: EXIF orientation applied, alpha composited over ``background``,
-    grayscale/CMYK/palette converted to RGB, centre-cropped to a square and resized to ``resolution``².
+    grayscale/CMYK/palette converted to RGB, 16-bit/32-bit/float grayscale scaled to 8 bits, centre-cropped to a square and resized to ``resolution``².
 
     JPEGs at least twice the target size are decoded at a reduced scale (libjpeg's DCT scaling, 1/2 to 1/8)
     that keeps at least the target resolution, then resized with a Lanczos filter.  Raises ``OSError`` (or
@@ -36,6 +53,7 @@ def load_square_rgb(path, resolution: int, background=(1.0, 1.0, 1.0)) -> UInt8[
             scale = 8 if reduction >= 8 else 4 if reduction >= 4 else 2
             im.draft(None, (w // scale, h // scale))
         im = ImageOps.exif_transpose(im)
+        im = _to_8bit(im)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             im = im.convert("RGBA")
             bg = Image.new("RGBA", im.size, tuple(int(round(255 * c)) for c in background) + (255,))
