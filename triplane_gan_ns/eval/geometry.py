@@ -191,7 +191,8 @@ def fscore(generated: Float[Tensor, "n 3"], truth: Float[Tensor, "m 3"], tau: fl
     """(F-score, precision, recall) at distance ``tau``: precision is the fraction of generated points within
     ``tau`` of a true point, recall the fraction of true points within ``tau`` of a generated point, F their
     harmonic mean (0 when both are 0)."""
-    return _fscore(nearest_distances(generated.float(), truth.float()), nearest_distances(truth.float(), generated.float()), tau)
+    generated, truth = generated.float(), truth.float()
+    return _fscore(nearest_distances(generated, truth), nearest_distances(truth, generated), tau)
 
 
 def _fscore(to_truth: Float[Tensor, "n"], to_generated: Float[Tensor, "m"], tau: float) -> tuple[float, float, float]:
@@ -442,9 +443,12 @@ def axis_angle_matrices(vectors: Float[Tensor, "k 3"]) -> Float[Tensor, "k 3 3"]
     return quaternion_matrices(torch.cat([(angle / 2).cos(), (angle / 2).sin() * axis], dim=-1))
 
 
-def _nearest_index(query: Float[Tensor, "*b n 3"], reference: Float[Tensor, "*b m 3"], chunk: int = 1 << 20) -> Int[Tensor, "*b n"]:
+def _nearest_index(
+    query: Float[Tensor, "*b n 3"], reference: Float[Tensor, "*b m 3"], chunk: int = 1 << 20
+) -> Int[Tensor, "*b n"]:
     rows = max(1, chunk // reference.shape[-2])
-    parts = [_squared_distances(query[..., i : i + rows, :], reference).argmin(dim=-1) for i in range(0, query.shape[-2], rows)]
+    starts = range(0, query.shape[-2], rows)
+    parts = [_squared_distances(query[..., i : i + rows, :], reference).argmin(dim=-1) for i in starts]
     return torch.cat(parts, dim=-1)
 
 
@@ -456,7 +460,8 @@ def estimate_normals(
     rows = max(1, chunk // surface.shape[0])
     out = []
     for i in range(0, points.shape[0], rows):
-        index = _squared_distances(points[i : i + rows], surface).topk(min(neighbours, surface.shape[0]), largest=False).indices
+        d2 = _squared_distances(points[i : i + rows], surface)
+        index = d2.topk(min(neighbours, surface.shape[0]), largest=False).indices
         near = surface[index] - surface[index].mean(dim=1, keepdim=True)
         out.append(torch.linalg.eigh((near.transpose(-1, -2) @ near).double())[1][..., 0].float())
     return torch.cat(out) if out else points.new_zeros(0, 3)
@@ -514,12 +519,14 @@ def align_rotation(
     gen = torch.Generator().manual_seed(settings.seed)
     rotations = random_rotations(settings.num_rotations, settings.seed)
     a, b = source.normalised, target.normalised
-    costs = coarse_costs(_subset(a, settings.coarse_points, gen), _subset(b, settings.coarse_points, gen), rotations, settings.batch)
+    coarse_a, coarse_b = _subset(a, settings.coarse_points, gen), _subset(b, settings.coarse_points, gen)
+    costs = coarse_costs(coarse_a, coarse_b, rotations, settings.batch)
     best = costs.topk(min(settings.num_candidates, costs.shape[0]), largest=False).indices
     fine_a, fine_b = _subset(a, settings.icp_points, gen), _subset(b, settings.icp_points, gen)
     refined, _ = icp_rotations(fine_a, fine_b, rotations[best], settings.icp_iterations)
-    refs = (source.reference(settings.reference_points, settings.normal_neighbours), target.reference(settings.reference_points, settings.normal_neighbours))
-    refined, cost = plane_refine(fine_a, refs[0], fine_b, refs[1], refined, settings.plane_iterations)
+    count, neighbours = settings.reference_points, settings.normal_neighbours
+    source_ref, target_ref = source.reference(count, neighbours), target.reference(count, neighbours)
+    refined, cost = plane_refine(fine_a, source_ref, fine_b, target_ref, refined, settings.plane_iterations)
     i = int(cost.argmin())
     return refined[i], float(cost[i])
 
