@@ -74,6 +74,21 @@ def test_metric_names_are_checked():
         parse_metrics("fdi,kid")
 
 
+def _median_density(run):
+    """The median density of one object of the run's EMA generator: a surface level that its few training
+    steps (density still near its initial ~0.4 everywhere, never near export-mesh's 10) do cross."""
+    from triplane_gan_ns.export.mesh import density_grid
+    from triplane_gan_ns.inference import load_model
+
+    model, _ = load_model(run / "config.yml", None, "cpu")
+    generator = model.generator_ema
+    with torch.no_grad():
+        ws = generator.mapping(torch.randn(1, generator.backbone.z_dim, generator=torch.Generator().manual_seed(0)), torch.zeros(1, dtype=torch.long))
+        planes = generator.planes(ws)
+        grid = density_grid(lambda p: generator.field.query(planes, p)[0][..., 0], 16, generator.config.scene_bound)
+    return float(np.median(grid))
+
+
 def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     weights = _random_inception_weights(tmp_path / INCEPTION_FILE)
     config = Evaluate(
@@ -84,6 +99,8 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
         inception_weights=weights,
         num_geometry=4,
         shape_resolution=24,
+        shape_instances=1,
+        shape_threshold=_median_density(trained_tiny_run),
         batch_size=6,
         kid_subset_size=6,
         output=tmp_path / "eval.json",
@@ -95,12 +112,23 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     values = written["metrics"]
     expected = {"FID", "KID", "KID_std", "IS", "IS_std", FD_NAME, KID_NAME, f"{KID_NAME}_std"}
     expected |= {"mvc_colour_l1", "mvc_depth_rel", "mvc_coverage", "mean_opacity", "semi_transparent_fraction"}
-    expected |= {"shape_iou", "shape_chamfer", "shape_empty_fraction"}  # the embedded data has true shapes
+    # the embedded data has true shapes: aligned scores per class and their means
+    classes = ("cube", "cylinder", "sphere", "torus")
+    aligned = {"shape_chamfer", "shape_fscore", "shape_iou", "shape_class_correct", "shape_num_classes", "shape_empty_fraction"}
+    aligned |= {f"shape_{key}/{c}" for key in ("chamfer", "fscore", "iou", "class_correct_fraction") for c in classes}
+    expected |= aligned
     assert expected <= set(values), expected - set(values)
     assert written["step"] == 3 and written["num_gen"] == 12 and written["num_real"] == 12
     assert values["FID"] >= 0 and values[FD_NAME] >= 0 and values["IS"] >= 1.0
-    for key in ("mvc_coverage", "mean_opacity", "semi_transparent_fraction", "shape_iou", "shape_empty_fraction"):
+    assert values["shape_num_classes"] == 4 and values["shape_class_correct"] in (0, 1, 2, 3, 4)
+    assert values["shape_empty_fraction"] < 1  # objects with a surface were aligned and scored
+    unit = ["mvc_coverage", "mean_opacity", "semi_transparent_fraction", "shape_empty_fraction", "shape_fscore", "shape_iou"]
+    unit += [f"shape_{key}/{c}" for key in ("fscore", "iou", "class_correct_fraction") for c in classes]
+    for key in unit:
         assert 0.0 <= values[key] <= 1.0, key
+    assert values["shape_chamfer"] > 0 and np.isfinite(values["shape_chamfer"])
+    matrix = written["shape_fscore_matrix"]  # generated class -> true class -> mean F-score
+    assert matrix and all(set(row) == set(classes) and all(0 <= v <= 1 for v in row.values()) for row in matrix.values())
     # real features are cached: a second evaluation reads them and reproduces every value
     again = evaluate(config)["metrics"]
     for key, value in values.items():
@@ -112,3 +140,5 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     acc.Reload()
     assert f"Eval/{FD_NAME}" in acc.Tags()["scalars"]
     assert np.isclose(acc.Scalars("Eval/FID")[-1].value, values["FID"], rtol=1e-4)
+    assert np.isclose(acc.Scalars("Eval/shape_fscore")[-1].value, values["shape_fscore"], rtol=1e-4)
+    assert "Eval/shape_fscore/torus" in acc.Tags()["scalars"]

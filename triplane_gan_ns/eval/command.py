@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from triplane_gan_ns.data.dataset import ClassImageDataset
-from triplane_gan_ns.data.embedded import default_cache_dir, load_shape
+from triplane_gan_ns.data.embedded import default_cache_dir
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.eval import geometry
 from triplane_gan_ns.eval.fidelity import (
@@ -36,7 +36,6 @@ from triplane_gan_ns.eval.fidelity import (
     inception_weights,
 )
 from triplane_gan_ns.export.latents import resolve_device
-from triplane_gan_ns.export.mesh import DEFAULT_THRESHOLD, density_grid, mesh_from_grid
 from triplane_gan_ns.inference import load_model, read_run_config
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
@@ -50,7 +49,8 @@ GEOMETRY_YAW_OFFSET = math.radians(30.0)
 class Evaluate:
     """Evaluate a trained generator: FID, KID and IS on Inception-v3 (torch-fidelity; needs its weights file),
     FD- and KID-EffNetLite0 (offline), multi-view consistency, opacity statistics and, for data with known
-    shapes, IoU / Chamfer distance to the closest true shape.  Writes eval-step-<step>.json next to config.yml."""
+    shapes, Chamfer distance, F-score and IoU to the true shapes after centre, scale and rotation alignment,
+    and class-correctness.  Writes eval-step-<step>.json next to config.yml."""
 
     load_config: Path
     """config.yml of the training run."""
@@ -72,7 +72,11 @@ class Evaluate:
     num_geometry: int = 32
     """Latents for the geometry metrics (class-balanced)."""
     shape_resolution: int = 64
-    """Lattice resolution of the IoU / Chamfer comparison with known shapes."""
+    """Lattice resolution of the generated density (its mesh and occupancy) for the comparison with known shapes."""
+    shape_instances: int = 3
+    """True shapes per class that each generated object is aligned to (the closest counts)."""
+    shape_threshold: Optional[float] = None
+    """Density at the generated surface (default: export-mesh's density threshold)."""
     truncation: float = 1.0
     """Truncation psi of the generated images (1 = none, the standard for FID)."""
     batch_size: int = 32
@@ -217,61 +221,11 @@ def view_pair_metrics(model: TriplaneGANModel, ws: Tensor, gen: torch.Generator)
     return result
 
 
-def known_shapes(dataset: ClassImageDataset, per_class: int = 16) -> Dict[int, list]:
-    """True shapes by class index for renders with ``shape.json`` next to their views (the embedded data)."""
-    shapes: Dict[int, Dict[Path, object]] = {}
-    for path, label in zip(dataset.image_filenames, dataset.labels.tolist()):
-        object_dir = Path(path).parent.parent
-        found = shapes.setdefault(int(label), {})
-        if object_dir not in found and len(found) < per_class and (object_dir / "shape.json").is_file():
-            found[object_dir] = load_shape(object_dir)
-    return {label: list(found.values()) for label, found in shapes.items() if found}
-
-
-def shape_metrics(
-    model: TriplaneGANModel, ws: Tensor, labels: Tensor, shapes: Dict[int, list], resolution: int, gen: torch.Generator
-) -> Dict[str, float]:
-    """Mean best IoU and mean minimum Chamfer distance of generated objects against their class's true shapes."""
-    bound = model.config.generator.scene_bound
-    points = geometry.lattice_points(resolution, bound)
-    truth = {
-        c: [(s.occupancy(points), s.sample_surface(2048, generator=gen)) for s in class_shapes]
-        for c, class_shapes in shapes.items()
-    }
-    ious, chamfers, empty = [], [], 0
-    field = model.generator_ema.field
-    for w, label in zip(ws, labels.tolist()):
-        if label not in truth:
-            continue
-        with torch.no_grad():
-            planes = model.generator_ema.planes(w[None], noise_mode="const")
-            skip = model.generator_ema.occupancy_grid(planes).skip_empty
-        grid = density_grid(skip(lambda p: field.query(planes, p.to(model.device))[0][..., 0]), resolution, bound, device=model.device)
-        occupancy = torch.from_numpy(grid) > DEFAULT_THRESHOLD
-        if bool(occupancy.any()) and not bool(occupancy.all()):
-            mesh = mesh_from_grid(grid, bound, DEFAULT_THRESHOLD, None, keep_components=0)
-            surface = torch.from_numpy(mesh.sample(2048, seed=int(torch.randint(2**31, (1,), generator=gen)))).float()
-        else:
-            surface = torch.zeros(0, 3)
-            empty += 1
-        match = geometry.match_to_shapes(occupancy, surface, [o for o, _ in truth[label]], [s for _, s in truth[label]])
-        ious.append(match["iou"])
-        if math.isfinite(match["chamfer"]):
-            chamfers.append(match["chamfer"])
-    if not ious:
-        return {}
-    return {
-        "shape_iou": sum(ious) / len(ious),
-        "shape_chamfer": sum(chamfers) / len(chamfers) if chamfers else float("nan"),
-        "shape_empty_fraction": empty / len(ious),
-    }
-
-
 # ---- the command ---------------------------------------------------------------------------------------------
 def evaluate(config: Evaluate) -> Dict[str, object]:
     """Run ``triplane-gan eval``; returns what it writes to the JSON file."""
     metrics = parse_metrics(config.metrics)
-    for name in ("num_gen", "batch_size", "num_geometry", "shape_resolution", "kid_subset_size"):
+    for name in ("num_gen", "batch_size", "num_geometry", "shape_resolution", "shape_instances", "kid_subset_size"):
         if getattr(config, name) < (2 if name in ("num_gen", "kid_subset_size") else 1):
             raise UserError(f"--{name.replace('_', '-')} must be positive (at least 2 for num-gen and kid-subset-size)")
     if config.num_real is not None and config.num_real < 2:
@@ -313,9 +267,24 @@ def evaluate(config: Evaluate) -> Dict[str, object]:
         weights = [min(config.batch_size, len(ws) - i) for i in range(0, len(ws), config.batch_size)]
         for key in rows[0]:
             values[key] = sum(r[key] * n for r, n in zip(rows, weights)) / sum(weights)
-        shapes = known_shapes(dataset)
+        shapes = geometry.known_shapes(dataset.image_filenames, dataset.labels.tolist(), config.shape_instances)
         if shapes:
-            values.update(shape_metrics(model, ws, labels, shapes, config.shape_resolution, gen))
+            details: Dict[str, object] = {}
+            values.update(
+                geometry.aligned_geometry_scores(
+                    model.generator_ema,
+                    shapes,
+                    ws=ws,
+                    labels=labels,
+                    resolution=config.shape_resolution,
+                    threshold=config.shape_threshold,
+                    class_names=dataset.class_names,
+                    settings=geometry.AlignmentSettings(seed=config.seed),
+                    seed=config.seed,
+                    details=details,
+                )
+            )
+            result.update({f"shape_{key}": value for key, value in details.items()})
         result["num_geometry"] = config.num_geometry
     result["metrics"] = values
     run_dir = Path(config.load_config).parent
