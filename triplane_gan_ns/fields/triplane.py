@@ -49,12 +49,7 @@ class TriplaneFieldConfig(InstantiateConfig):
     feature_dim: int = 32
     """Colour feature channels per sample; the first 3 are the raw RGB (sigmoid), all feed super-resolution."""
     density_shift: float = -1.0
-    """Density is softplus(raw + density_shift + sphere prior)."""
-    sphere_prior: float = 0.0
-    """Strength s of a fixed sphere added to the raw density, ``s * (sphere_prior_radius - |x| / bound)``: the
-    generator starts from a solid ball in clear space instead of fog filling the box (0 = off, EG3D)."""
-    sphere_prior_radius: float = 0.5
-    """Radius of the prior's sphere, as a fraction of the scene bound."""
+    """Density is softplus(raw + density_shift)."""
 
 
 class TriplaneField(Field):
@@ -90,14 +85,9 @@ class TriplaneField(Field):
         return agg.transpose(1, 2)
 
     def _density(self, raw: Float[Tensor, "*bs 1"], positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 1"]:
-        """Activated density from the decoder's raw output: shift, sphere prior, softplus, zero outside the box."""
-        c = self.config
-        shift = c.density_shift
-        if c.sphere_prior != 0:
-            radius = positions.norm(dim=-1, keepdim=True) / self.scene_bound
-            shift = shift + c.sphere_prior * (c.sphere_prior_radius - radius)
+        """Activated density from the decoder's raw output: shift, softplus, zero outside the box."""
         inside = (positions.abs() <= self.scene_bound).all(dim=-1, keepdim=True)
-        return F.softplus(raw + shift) * inside
+        return F.softplus(raw + self.config.density_shift) * inside
 
     def batched(
         self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"]
