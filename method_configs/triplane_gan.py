@@ -125,8 +125,8 @@ triplane_gan_shapenet = MethodSpecification(
 triplane_gan_tiny = MethodSpecification(
     config=GanTrainerConfig(
         method_name="triplane-gan-tiny",
-        max_num_iterations=240,
-        steps_per_save=80,
+        max_num_iterations=600,
+        steps_per_save=200,
         mixed_precision=False,
         machine=MachineConfig(device_type=DEVICE, seed=0),
         vis="tensorboard",
@@ -157,7 +157,7 @@ triplane_gan_tiny = MethodSpecification(
                 ),
                 eval_num_rays_per_chunk=4096,
             ),
-            r1_gamma=1.0,
+            r1_gamma=0.3,
             r1_interval=4,
             ema_half_life_kimg=0.5,
             augment=AugmentConfig(mode="none"),
