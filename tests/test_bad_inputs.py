@@ -307,3 +307,50 @@ def test_viewer(case, inputs, tmp_path):
 
 def test_the_table_is_large_enough():
     assert sum(map(len, (NS_TRAIN, RENDER, EXPORT_MESH, INVERT, EVAL, PREPARE, VIEWER))) >= 40
+
+
+# ---- the helpers behind some of the cases --------------------------------------------------------------------
+def test_latest_checkpoint_is_the_highest_step_and_other_names_are_ignored(tmp_path):
+    from triplane_gan_ns.inference import latest_checkpoint
+    from triplane_gan_ns.training.trainer import checkpoint_steps
+
+    models = tmp_path / "nerfstudio_models"
+    models.mkdir()
+    for name in ("step-9.ckpt", "step-10.ckpt", "step-000000003.ckpt", "step-best.ckpt", "step-.ckpt",
+                 ".step-000000011.tmp-123.ckpt", "step-12.ckpt.bak"):
+        (models / name).write_bytes(b"")
+    assert list(checkpoint_steps(models)) == [3, 9, 10]
+    assert latest_checkpoint(tmp_path) == models / "step-10.ckpt"
+
+
+def test_a_successful_write_removes_temporaries_of_dead_writers_only(tmp_path):
+    from triplane_gan_ns.fileio import atomic_write
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [tmp_path / f".step-000000003.tmp-{dead.pid}.ckpt", tmp_path / f".progress.tmp-{dead.pid}.json"]
+    kept = [tmp_path / f".samples-latest.tmp-{os.getpid()}.png", tmp_path / ".other.tmp-1.png",
+            tmp_path / f"photo.tmp-{dead.pid}.png", tmp_path / f".notes-{dead.pid}.txt"]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("done"))
+    assert (tmp_path / "a.txt").read_text() == "done"
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
+
+
+def test_unreadable_weights_reasons_are_whole_sentences_without_unsafe_advice(tmp_path):
+    from triplane_gan_ns.fileio import torch_load_reason
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _Evil(tmp_path / MARKER)}, evil)
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"x": torch.zeros(100)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    for path in (evil, truncated):
+        with pytest.raises(Exception) as err:
+            torch.load(path, weights_only=True)
+        reason = torch_load_reason(err.value)
+        assert reason and "weights_only" not in reason and "\n" not in reason
+        assert reason in str(err.value)  # a whole piece of torch's message, not cut
+    assert not (tmp_path / MARKER).exists()
