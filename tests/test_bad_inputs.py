@@ -143,7 +143,9 @@ NS_TRAIN = {
     "truncated checkpoint": (["--load-checkpoint", "{truncated_ckpt}"], "cannot be read"),
     "missing checkpoint": (["--load-checkpoint", "{root}/nope.ckpt"], "nope.ckpt does not exist"),
     "architecture mismatch": (
-        ["--load-checkpoint", "{ckpt}", "--pipeline.model.generator.field.hidden-dim", "16"], "field."
+        ["--load-checkpoint", "{ckpt}", "--pipeline.model.generator.neural-resolution", "16",
+         "--pipeline.model.dual-discrimination", "False"],
+        "weights missing from the checkpoint, first _model.generator.superresolution.",
     ),
     "truncated archive shard": (
         ["triplane-gan-imagenet", "--data", "{archive}"], "shard images-00001.npy is truncated; re-run triplane-gan prepare-dataset"

@@ -63,9 +63,10 @@ def load_model(
     weights = {k[len("_model.") :]: v for k, v in state["pipeline"].items() if k.startswith("_model.")}
     try:
         model.load_state_dict(weights, strict=True)
-    except RuntimeError:
+    except RuntimeError as err:
+        reason = state_dict_mismatch(model, weights) or str(err).splitlines()[0]
         raise UserError(
-            f"checkpoint {ckpt} does not match {config_path} ({state_dict_mismatch(model, weights)}); "
+            f"checkpoint {ckpt} does not match {config_path} ({reason}); "
             f"use a checkpoint of the run of that config.yml"
         ) from None
     return model.to(device).eval(), ckpt

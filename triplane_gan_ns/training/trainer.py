@@ -126,7 +126,8 @@ def checkpoint_steps(folder: Path) -> Dict[int, Path]:
 
 
 def state_dict_mismatch(module: torch.nn.Module, state: Dict[str, torch.Tensor]) -> str:
-    """Where ``state`` does not fit ``module``: the first weight of a different shape, missing or unexpected."""
+    """Where ``state`` does not fit ``module``: the first weight of a different shape, missing or unexpected
+    ("" when every weight fits)."""
     own = module.state_dict()
     state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
@@ -141,7 +142,7 @@ def state_dict_mismatch(module: torch.nn.Module, state: Dict[str, torch.Tensor])
         parts.append(f"{len(missing)} weights missing from the checkpoint, first {missing[0]}")
     if unexpected:
         parts.append(f"{len(unexpected)} unknown weights in the checkpoint, first {unexpected[0]}")
-    return "; ".join(parts) if parts else "the weights do not load"
+    return "; ".join(parts)
 
 
 def load_checkpoint_file(path: Path) -> dict:
@@ -316,7 +317,7 @@ class GanTrainer(Trainer):
             self.pipeline.load_pipeline(state["pipeline"], state["step"])
             self.optimizers.load_optimizers(state["optimizers"])
         except (RuntimeError, KeyError, ValueError) as err:
-            reason = state_dict_mismatch(self.pipeline, state["pipeline"]) if isinstance(err, RuntimeError) else repr(err)
+            reason = state_dict_mismatch(self.pipeline, state["pipeline"]) or str(err).splitlines()[0]
             raise UserError(
                 f"checkpoint {path} does not match this configuration ({reason}); resume with the settings it was "
                 f"trained with"
