@@ -176,13 +176,32 @@ def test_bad_inputs_are_one_line_and_batch_mode_continues(trained_tiny_run, tmp_
     Image.fromarray((np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)).save(good / "a.png")
     (good / "b.jpg").write_bytes(b"\xff\xd8\xff\x00broken")
     result = _run("--load-config", config, "--image", str(good), "--output-dir", str(tmp_path / "batch"), "--class", "0", *FAST)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "1 of 2 photos" in errors[0] and "b.jpg" in errors[0], result.stderr[-2000:]
     assert "inverted 1 of 2 photos" in result.stdout and "b.jpg" in result.stdout
-    assert (tmp_path / "batch" / "a" / "stage2.png").is_file()
+    assert f"{good / 'a.png'} -> {tmp_path / 'batch' / 'a'}" in result.stdout
+    assert (tmp_path / "batch" / "a" / "stage2.png").is_file()  # the good photo was still inverted
     result = _run("--load-config", config, "--image", str(good / "a.png"), "--class", "99", *FAST)
     assert result.returncode != 0 and "out of range" in result.stderr and "Traceback" not in result.stderr
     result = _run("--load-config", str(tmp_path / "nope.yml"), "--image", str(good / "a.png"), *FAST)
     assert result.returncode != 0 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_output_folders_stay_inside_and_never_collide():
+    from triplane_gan_ns.pti.command import output_folders
+
+    photos = [Path(p) for p in ("in/a.jpg", "in/a.png", "in/...png", "in/..", "in/.hidden.png", "in/b c.png",
+                                "in/b_c.png", "in/A.PNG", "in/x.tar.gz")]
+    folders = output_folders(photos)
+    names = list(folders.values())
+    assert len({n.casefold() for n in names}) == len(photos), folders
+    for name in names:
+        assert name and "/" not in name and "\\" not in name and not name.startswith(".") and name not in ("", ".", "..")
+        assert (Path("out") / name).resolve().parent == Path("out").resolve()
+    assert folders[Path("in/a.jpg")] == "a-jpg" and folders[Path("in/a.png")] == "a-png"
+    assert folders[Path("in/x.tar.gz")] == "x.tar"
+    assert output_folders([Path("in/a.png")]) == {Path("in/a.png"): "a"}
 
 
 def test_locality_regulariser_keeps_nearby_latents_unchanged(tiny_model):

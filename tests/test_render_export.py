@@ -304,7 +304,7 @@ BAD_INPUT = {
     "mesh resolution large": (["export-mesh", "--resolution", "2048", "--output", "{tmp}/m.ply"], "8..1024"),
     "mesh suffix": (["export-mesh", "--output", "{tmp}/m.stl"], ".ply, .obj, .glb"),
     "mesh volume suffix": (["export-mesh", "--output", "{tmp}/m.ply", "--volume", "{tmp}/v.raw"], ".npy, .mrc"),
-    "mesh parent missing": (["export-mesh", "--output", "{tmp}/missing/m.obj"], "does not exist"),
+    "mesh parent not creatable": (["export-mesh", "--output", "/proc/triplane-gan/m.obj"], "cannot write to /proc"),
     "mesh parent not a folder": (["export-mesh", "--output", "{tmp}/file.txt/m.obj"], "file.txt"),
 }
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from triplane_gan_ns import registry, renderer
 from triplane_gan_ns.backbones.stylegan2 import StyleGAN2BackboneConfig
+from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.fields.triplane import TriplaneFieldConfig
 from triplane_gan_ns.occupancy import OccupancyGrid
 from triplane_gan_ns.superresolution import SuperResolutionConfig
@@ -57,17 +58,22 @@ class TriplaneGeneratorConfig(InstantiateConfig):
     """2D network from the neural rendering to the output resolution (unused when they are equal)."""
 
 
+def check_neural_resolution(neural_resolution: int, output_resolution: int) -> None:
+    """A UserError unless the neural rendering is at most as large as the output (data) images."""
+    if output_resolution < neural_resolution:
+        raise UserError(
+            f"neural_resolution {neural_resolution} exceeds the output (data) resolution "
+            f"{output_resolution}; lower --pipeline.model.generator.neural-resolution"
+        )
+
+
 class TriplaneGenerator(nn.Module):
     """Latents and class labels to rendered views (and the planes, for export and inversion)."""
 
     def __init__(self, config: TriplaneGeneratorConfig, num_classes: int, output_resolution: int) -> None:
         super().__init__()
         self.config = config
-        if output_resolution < config.neural_resolution:
-            raise ValueError(
-                f"neural_resolution {config.neural_resolution} exceeds the output (data) resolution "
-                f"{output_resolution}; lower --pipeline.model.generator.neural-resolution"
-            )
+        check_neural_resolution(config.neural_resolution, output_resolution)
         self.num_classes = num_classes
         self.output_resolution = output_resolution
         self.backbone = config.backbone.setup(num_classes=num_classes)

@@ -18,14 +18,15 @@ from nerfstudio.data.scene_box import SceneBox
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.runs import load_config
-from triplane_gan_ns.training.trainer import CLASS_INDEX, GanTrainerConfig, load_checkpoint_file
+from triplane_gan_ns.training.trainer import CLASS_INDEX, GanTrainerConfig, checkpoint_steps, load_checkpoint_file, state_dict_mismatch
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    ckpts = sorted((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
+    """The checkpoint of the highest step of a run (``step-<number>.ckpt``; other names are ignored)."""
+    ckpts = checkpoint_steps(run_dir / "nerfstudio_models")
     if not ckpts:
         raise UserError(f"no checkpoint in {run_dir / 'nerfstudio_models'}; train first or pass --checkpoint")
-    return ckpts[-1]
+    return list(ckpts.values())[-1]
 
 
 def read_run_config(config_path: Path) -> GanTrainerConfig:
@@ -63,5 +64,9 @@ def load_model(
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        raise UserError(f"checkpoint {ckpt} does not match {config_path} ({str(err).splitlines()[0][:160]})") from None
+        reason = state_dict_mismatch(model, weights) or str(err).splitlines()[0]
+        raise UserError(
+            f"checkpoint {ckpt} does not match {config_path} ({reason}); "
+            f"use a checkpoint of the run of that config.yml"
+        ) from None
     return model.to(device).eval(), ckpt

@@ -65,9 +65,18 @@ def read_class_index(root: Path) -> tuple[List[str], List[str]]:
     return [e["id"] for e in entries], [e["name"] for e in entries]
 
 
+def load_shard(root: Path, name: str, mmap_mode: Optional[str] = None) -> np.ndarray:
+    """One ``.npy`` shard of an archive; a truncated or damaged file is a UserError saying how to repair it."""
+    try:
+        return np.load(Path(root) / name, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        problem = "is truncated" if isinstance(exc, (EOFError, ValueError)) else f"cannot be read ({exc.strerror or exc})"
+        raise UserError(f"archive {root} shard {name} {problem}; re-run triplane-gan prepare-dataset") from None
+
+
 def read_labels(root: Path, manifest: Dict) -> Int64[np.ndarray, "num"]:
     """Labels of every image of the archive, in archive order (all shards concatenated)."""
-    parts = [np.load(Path(root) / shard["labels"]) for shard in manifest["shards"]]
+    parts = [load_shard(root, shard["labels"]) for shard in manifest["shards"]]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
@@ -94,7 +103,7 @@ class ArchiveImages:
 
     def _shard(self, index: int) -> np.ndarray:
         if self._maps[index] is None:
-            self._maps[index] = np.load(self.root / self.shard_files[index], mmap_mode="r")
+            self._maps[index] = load_shard(self.root, self.shard_files[index], mmap_mode="r")
         return self._maps[index]  # type: ignore[return-value]
 
     def __getitem__(self, row: int) -> UInt8[npt.NDArray, "res res 3"]:

@@ -32,6 +32,7 @@ from triplane_gan_ns.data.dataset import try_load_square_rgb
 from triplane_gan_ns.data.imagenet_dataparser import ImageFolderDataParserConfig, list_class_folders
 from triplane_gan_ns.data.renders_dataparser import RendersDataParserConfig
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.fileio import atomic_write
 
 Layout = Literal["auto", "imagenet", "renders"]
 
@@ -120,17 +121,16 @@ def list_source(config: PrepareDataset) -> SourceListing:
 
 
 def _write_atomic(path: Path, write: Callable) -> None:
-    """Write through ``write(file)`` into a temporary file next to ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write through ``write(file)`` into a temporary file next to ``path`` (flushed to disk), then rename it
+    into place (``fileio.atomic_write``)."""
+
+    def write_file(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write_file)
 
 
 def _write_json_atomic(path: Path, value) -> None:

@@ -35,7 +35,7 @@ from triplane_gan_ns.eval.fidelity import (
     compute_metrics,
     inception_weights,
 )
-from triplane_gan_ns.export.latents import resolve_device
+from triplane_gan_ns.export.latents import check_truncation, resolve_device
 from triplane_gan_ns.inference import load_model, read_run_config
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
@@ -230,6 +230,7 @@ def evaluate(config: Evaluate) -> Dict[str, object]:
             raise UserError(f"--{name.replace('_', '-')} must be positive (at least 2 for num-gen and kid-subset-size)")
     if config.num_real is not None and config.num_real < 2:
         raise UserError("--num-real must be at least 2")
+    check_truncation(config.truncation)
     device = resolve_device(config.device)
     extractors: Dict[str, torch.nn.Module] = {}
     if any(m in INCEPTION_METRICS for m in metrics):
@@ -237,7 +238,8 @@ def evaluate(config: Evaluate) -> Dict[str, object]:
     if any(m in EFFNET_METRICS for m in metrics):
         extractors["effnet"] = EffNetFeatures(device)
     model, ckpt = load_model(config.load_config, config.checkpoint, device)
-    step = int(ckpt.stem.split("-")[-1]) if ckpt.stem.startswith("step-") else 0
+    number = ckpt.stem[len("step-") :] if ckpt.stem.startswith("step-") else ""
+    step = int(number) if number.isdigit() else 0
     parser_config = read_run_config(config.load_config).pipeline.datamanager.dataparser
     dataset = real_dataset(parser_config, config.data, model.resolution)
     result: Dict[str, object] = {

@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.fileio import torch_load_reason
 from triplane_gan_ns.eval.metrics import FD_NAME, KID_NAME, frechet_distance, kid
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -49,8 +50,7 @@ def inception_weights(path: Optional[Path] = None) -> Path:
     try:
         state = torch.load(target, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = str(err).splitlines()[0][:160]
-        raise UserError(f"{target} cannot be read as Inception-v3 weights ({reason}); download {INCEPTION_URL} again") from None
+        raise UserError(f"{target} cannot be read as Inception-v3 weights ({torch_load_reason(err)}); download {INCEPTION_URL} again") from None
     if not isinstance(state, dict) or "fc.weight" not in state:
         raise UserError(f"{target} is not torch-fidelity's Inception-v3 state dict; download {INCEPTION_URL} again")
     return target

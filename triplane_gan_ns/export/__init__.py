@@ -29,3 +29,12 @@ def check_writable_dir(directory: Path, create: bool) -> None:
     except OSError as exc:
         reason = exc.strerror or exc
         raise UserError(f"cannot write to {directory} ({reason}); choose a writable output folder") from None
+
+
+def check_creatable_dir(directory: Path) -> None:
+    """A UserError unless ``directory`` exists and is writable, or can be created (its nearest existing parent is
+    a writable folder); creates nothing."""
+    existing = Path(directory).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    check_writable_dir(existing, create=False)

@@ -7,6 +7,7 @@ used as they are: truncation was applied, if at all, when the file was made.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -16,12 +17,24 @@ from jaxtyping import Float
 from torch import Tensor
 
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.fileio import torch_load_reason
 from triplane_gan_ns.inference import load_model
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.training.trainer import atomic_write
 
 MAX_LISTED_NAMES = 20
 """Unknown class names are answered with at most this many of the valid names."""
+
+
+def check_finite(flag: str, value: float, meaning: str) -> None:
+    """A UserError naming ``flag`` unless ``value`` is a finite number (not nan or inf)."""
+    if not math.isfinite(value):
+        raise UserError(f"{flag} {value} is not a finite number; use {meaning}")
+
+
+def check_truncation(psi: float) -> None:
+    """``--truncation`` must be finite (nan or inf would give blank images)."""
+    check_finite("--truncation", psi, "a truncation psi such as 0.7 (1 = none, 0 = the class average)")
 
 
 def resolve_device(device: str) -> str:
@@ -105,8 +118,7 @@ def load_latent(path: Path, model: TriplaneGANModel) -> Latent:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise UserError(f"latent file {path} cannot be read ({reason})") from None
+        raise UserError(f"latent file {path} cannot be read ({torch_load_reason(err)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("ws"), Tensor) or "class_index" not in state:
         raise UserError(f'latent file {path} is not a dict with "ws" and "class_index"')
     backbone = model.generator_ema.backbone

@@ -21,6 +21,7 @@ Volume (``--volume``): float32 densities on the same lattice, as ``.npy`` (array
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,8 @@ from skimage.measure import marching_cubes
 from torch import Tensor
 
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.export import check_writable_dir
-from triplane_gan_ns.export.latents import Latent, load_latent, open_model, resolve_class
+from triplane_gan_ns.export import check_creatable_dir
+from triplane_gan_ns.export.latents import Latent, check_truncation, load_latent, open_model, resolve_class
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.training.trainer import atomic_write
 
@@ -245,15 +246,16 @@ def _check_options(config: ExportMesh) -> None:
         raise UserError(f"--output {config.output}: unsupported mesh format; use {', '.join(MESH_SUFFIXES)}")
     if config.volume is not None and Path(config.volume).suffix.lower() not in VOLUME_SUFFIXES:
         raise UserError(f"--volume {config.volume}: unsupported volume format; use {', '.join(VOLUME_SUFFIXES)}")
-    if not config.density_threshold > 0:
-        raise UserError("--density-threshold must be positive")
+    if not (config.density_threshold > 0 and math.isfinite(config.density_threshold)):
+        raise UserError(f"--density-threshold {config.density_threshold}: use a positive finite density such as {DEFAULT_THRESHOLD:g}")
+    check_truncation(config.truncation)
     if config.keep_components < 0:
         raise UserError("--keep-components must be 0 (keep all) or more")
     if config.chunk_size < 1:
         raise UserError("--chunk-size must be positive")
     for path in (config.output, config.volume):
-        if path is not None:
-            check_writable_dir(Path(path).absolute().parent, create=False)
+        if path is not None:  # a missing folder is created when writing, as render does
+            check_creatable_dir(Path(path).absolute().parent)
 
 
 def latent_field_fns(model: TriplaneGANModel, latent: Latent):

@@ -21,6 +21,7 @@ super-resolution), in chunks of rays.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -37,13 +38,26 @@ from torch import Tensor
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.export import check_writable_dir
-from triplane_gan_ns.export.latents import Latent, latents_from_args, open_model
+from triplane_gan_ns.export.latents import Latent, check_finite, check_truncation, latents_from_args, open_model
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import make_cameras, yaw_pitch_directions
 from triplane_gan_ns.pose_samplers.camera_utils import look_at
 from triplane_gan_ns.training.trainer import atomic_write
 
-MIN_RESOLUTION = 8
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
+BYTES_PER_PIXEL = 4 * (3 + 1 + 1) + 3
+"""Kept per rendered pixel until a latent's files are written: float RGB, depth and opacity, and uint8 RGB."""
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation on this machine (physical memory free for use)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -257,6 +271,13 @@ def write_mp4(path: Path, frames: UInt8[np.ndarray, "frames height width 3"], fp
 def _check_options(config: RenderLatents) -> None:
     if config.resolution is not None and config.resolution < MIN_RESOLUTION:
         raise UserError(f"--resolution {config.resolution} is too small; use at least {MIN_RESOLUTION}")
+    if config.resolution is not None and config.resolution > MAX_RESOLUTION:
+        raise UserError(f"--resolution {config.resolution} is too large; use at most {MAX_RESOLUTION}")
+    check_truncation(config.truncation)
+    check_finite("--elevation-degrees", config.elevation_degrees, "an angle in degrees such as 20")
+    for flag, value in (("--radius", config.radius), ("--fov-degrees", config.fov_degrees)):
+        if value is not None:
+            check_finite(flag, value, "a positive number")
     if config.views < 1:
         raise UserError("--views must be at least 1")
     if config.frames < 2:
@@ -269,6 +290,14 @@ def _check_options(config: RenderLatents) -> None:
         raise UserError("--fov-degrees must be between 0 and 180")
     if not config.latent and (not config.classes or not config.seeds):
         raise UserError("give at least one class and one seed (--classes, --seeds) or a --latent file")
+    if config.resolution is not None:  # the views and frames of one latent are held in memory together
+        needed = (config.views + config.frames + 1) * config.resolution**2 * BYTES_PER_PIXEL
+        if needed > available_memory():
+            raise UserError(
+                f"--resolution {config.resolution} with --views {config.views} and --frames {config.frames} needs "
+                f"about {needed / 2**30:.1f} GiB of memory but {available_memory() / 2**30:.1f} GiB are available; "
+                f"lower --resolution, --views or --frames"
+            )
 
 
 def render_latents(config: RenderLatents) -> List[Path]:

@@ -1,6 +1,7 @@
 """``triplane-gan invert``: one photo (or a folder of photos) to a 3D model with two-stage PTI.
 
-For each photo, ``OUTPUT_DIR/<photo stem>/`` receives: ``input.png`` (the aligned photo: centre-cropped to a
+For each photo, ``OUTPUT_DIR/<photo stem>/`` (the stem made a plain folder name; ``<stem>-<suffix>`` when photos
+of a folder share a stem, e.g. ``a.jpg`` and ``a.png``; the folder of every photo is printed) receives: ``input.png`` (the aligned photo: centre-cropped to a
 square and resized; EXIF orientation, alpha, grayscale and CMYK handled), ``stage1.png`` / ``stage2.png``
 (reconstructions after each stage), ``losses.json`` (per step), ``pivot.pt`` (the latent: ``ws`` and
 ``class_index``), ``run/.../config.yml`` with a checkpoint holding the tuned generator, which
@@ -14,9 +15,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -80,6 +82,29 @@ def save_tuned_run(model: TriplaneGANModel, result: InversionResult, config_path
     return base / "config.yml"
 
 
+def _folder_name(text: str) -> str:
+    """``text`` as one plain folder name: letters, digits, ``-``, ``_`` and inner dots only."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text).strip(".")
+    return name or "photo"
+
+
+def output_folders(photos: Sequence[Path]) -> Dict[Path, str]:
+    """A distinct result folder name for each photo, always a single plain name inside ``--output-dir``: the
+    photo's stem, with its suffix (``a-jpg``, ``a-png``) when stems collide, and a number when that still
+    collides."""
+    stems = [_folder_name(p.stem) for p in photos]
+    names: Dict[Path, str] = {}
+    taken: set = set()
+    for photo, stem in zip(photos, stems):
+        name = stem if stems.count(stem) == 1 else _folder_name(f"{stem}-{photo.suffix.lstrip('.')}")
+        candidate, number = name, 2
+        while candidate.casefold() in taken:
+            candidate, number = f"{name}-{number}", number + 1
+        taken.add(candidate.casefold())
+        names[photo] = candidate
+    return names
+
+
 @dataclass
 class Invert:
     """Reconstruct a whole 3D object from one photo (or every photo of a folder) with two-stage PTI."""
@@ -116,10 +141,13 @@ class Invert:
         model, ckpt = load_model(self.load_config, self.checkpoint, device=self.device)
         perceptual = build_perceptual(self.perceptual, self.perceptual_weights, device=self.device)
         class_index = None if self.class_ is None else resolve_class(self.class_, model.class_names)
+        folders = output_folders(photos)
         failures: List[Tuple[Path, str]] = []
         for photo in photos:
+            out = self.output_dir / folders[photo]
+            print(f"{photo} -> {out}")
             try:
-                self.invert_one(model, ckpt, perceptual, photo, class_index)
+                self.invert_one(model, ckpt, perceptual, photo, class_index, out)
             except UserError as err:
                 if len(photos) == 1:
                     raise
@@ -129,6 +157,12 @@ class Invert:
             print(f"inverted {len(photos) - len(failures)} of {len(photos)} photos into {self.output_dir}")
             for photo, reason in failures:
                 print(f"  failed: {photo}: {reason}")
+        if failures:
+            photo, reason = failures[0]
+            raise UserError(
+                f"{len(failures)} of {len(photos)} photos in {self.image} failed (first {reason}); the others are in "
+                f"{self.output_dir}; fix or remove the failed photos and re-run"
+            )
 
     def _photos(self) -> List[Path]:
         if self.image.is_dir():
@@ -141,12 +175,14 @@ class Invert:
         return [self.image]
 
     def invert_one(
-        self, model: TriplaneGANModel, ckpt: Path, perceptual, photo: Path, class_index: Optional[int]
+        self, model: TriplaneGANModel, ckpt: Path, perceptual, photo: Path, class_index: Optional[int],
+        out: Optional[Path] = None,
     ) -> Path:
+        """Invert one photo into ``out`` (default: ``--output-dir`` / its folder from ``output_folders``)."""
         array, reason = try_load_square_rgb(photo, model.resolution)
         if array is None:
             raise UserError(f"{photo} is not a readable image ({reason})")
-        out = self.output_dir / photo.stem
+        out = out if out is not None else self.output_dir / output_folders([photo])[photo]
         target = torch.from_numpy(array).permute(2, 0, 1)[None].float().div(255).to(self.device)
         if class_index is None:
             class_index = guess_class(model, target)

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.fileio import torch_load_reason
 
 PerceptualName = Literal["lpips-vgg", "efficientnet-lite0"]
 VGG16_FILE = "vgg16-397923af.pth"
@@ -55,7 +56,7 @@ class LpipsVgg(nn.Module):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise UserError(f"perceptual weights {path} cannot be read ({str(err).splitlines()[0][:120]})") from None
+            raise UserError(f"perceptual weights {path} cannot be read ({torch_load_reason(err)})") from None
         slices = self.lpips.net
         target = {}
         for name, module in slices.named_children():  # slice1..5 hold VGG's features.<index> layers

@@ -40,9 +40,11 @@ def init_distributed(device_type: str) -> tuple[int, int, int]:
 
 def run(config: TrainerConfig) -> Trainer:
     """Set up and train on this rank; returns the trainer."""
-    rank, local_rank, world_size = init_distributed(config.machine.device_type)
     if config.data:
         config.pipeline.datamanager.data = config.data
+    if hasattr(config, "check_settings"):  # every rank stops on bad settings, not only the one writing config.yml
+        config.check_settings()
+    rank, local_rank, world_size = init_distributed(config.machine.device_type)
     config.set_timestamp()
     stamp = [config.timestamp]
     dist.broadcast_object_list(stamp, src=0)  # one run directory for all ranks

@@ -17,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Type
+from typing import Dict, Set, Type
 
 import numpy as np
 import torch
@@ -30,10 +30,15 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.export import check_creatable_dir
+from triplane_gan_ns.generator import check_neural_resolution
+from triplane_gan_ns.fileio import atomic_write, torch_load_reason
 from triplane_gan_ns.training.pipeline import GanPipeline, GanPipelineConfig
 from triplane_gan_ns.training.progress import IMAGES_PER_SEC, GanLocalWriterConfig
 
 PHASES = ("discriminator", "generator")
+_FRESH_CONFIGS: Set[Path] = set()
+"""config.yml files written by this process for a run that has not started yet."""
 CLASS_INDEX = "class_index.json"
 
 
@@ -60,20 +65,26 @@ class GanTrainerConfig(TrainerConfig):
     compile_backend: str = "inductor"
     """torch.compile backend (``aot_eager`` traces without generating kernels)."""
 
+    def check_settings(self) -> None:
+        """One-line errors for settings that cannot train, checked before anything is written."""
+        if self.max_num_iterations < 1:
+            raise UserError(f"--max-num-iterations {self.max_num_iterations}: train for at least 1 step")
+        if self.steps_per_save < 1:
+            raise UserError(f"--steps-per-save {self.steps_per_save}: save at least every 1 step")
+        datamanager = self.pipeline.datamanager
+        if datamanager.batch_size < 1:
+            raise UserError(f"--pipeline.datamanager.batch-size {datamanager.batch_size}: use at least 1")
+        check_neural_resolution(self.pipeline.model.generator.neural_resolution, datamanager.resolution)
+        try:
+            check_creatable_dir(Path(self.output_dir))
+        except UserError as err:
+            raise UserError(f"--output-dir {self.output_dir}: {err}") from None
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename (no partial files).
-
-    The temporary file is hidden and keeps ``path``'s suffix, for writers that choose the format by suffix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    def save_config(self) -> None:
+        """Check the settings, then write ``config.yml`` (nerfstudio does this before training starts)."""
+        self.check_settings()
+        super().save_config()
+        _FRESH_CONFIGS.add(self.get_base_dir() / "config.yml")
 
 
 def rng_state() -> Dict[str, torch.Tensor]:
@@ -102,6 +113,38 @@ def set_rng_state(state: Dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
+def checkpoint_steps(folder: Path) -> Dict[int, Path]:
+    """The checkpoints ``step-<number>.ckpt`` in ``folder`` by step, in step order; other files (``step-best.ckpt``,
+    temporary files) are ignored."""
+    folder = Path(folder)
+    found = {}
+    for path in folder.glob("step-*.ckpt") if folder.is_dir() else ():
+        number = path.stem[len("step-") :]
+        if number.isdigit() and number.isascii():
+            found[int(number)] = path
+    return dict(sorted(found.items()))
+
+
+def state_dict_mismatch(module: torch.nn.Module, state: Dict[str, torch.Tensor]) -> str:
+    """Where ``state`` does not fit ``module``: the first weight of a different shape, missing or unexpected
+    ("" when every weight fits)."""
+    own = module.state_dict()
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        key = shapes[0]
+        more = f" (and {len(shapes) - 1} more weights of other shapes)" if len(shapes) > 1 else ""
+        parts.append(f"{key} is {tuple(state[key].shape)} in the checkpoint but {tuple(own[key].shape)} here{more}")
+    if missing:
+        parts.append(f"{len(missing)} weights missing from the checkpoint, first {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unknown weights in the checkpoint, first {unexpected[0]}")
+    return "; ".join(parts)
+
+
 def load_checkpoint_file(path: Path) -> dict:
     """Read a checkpoint safely (no code execution); a truncated or foreign file gives one clear error."""
     if not path.is_file():
@@ -109,7 +152,7 @@ def load_checkpoint_file(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle with code, not a checkpoint at all
-        reason = str(err).splitlines()[0][:200]
+        reason = torch_load_reason(err)
         raise UserError(f"checkpoint {path} cannot be read ({reason}); it is truncated or not a triplane-gan-ns checkpoint") from None
     missing = {"step", "pipeline", "optimizers"} - set(state) if isinstance(state, dict) else {"everything"}
     if missing:
@@ -122,7 +165,11 @@ class GanTrainer(Trainer):
     pipeline: GanPipeline
 
     def setup(self, test_mode="val") -> None:
-        super().setup(test_mode)
+        try:
+            super().setup(test_mode)
+        except BaseException:
+            self._remove_unstarted_run()
+            raise
         self._bad_steps = 0
         self.write_class_index()
         if self.config.compile:  # compile the forwards, keeping module names (and checkpoint keys) unchanged
@@ -130,6 +177,26 @@ class GanTrainer(Trainer):
             backend = self.config.compile_backend
             model.generator.backbone.synthesis = torch.compile(model.generator.backbone.synthesis, backend=backend)
             model.discriminator.forward = torch.compile(model.discriminator.forward, backend=backend)
+
+    def _remove_unstarted_run(self) -> None:
+        """After a failed setup: remove the config.yml this process wrote for the run, and the run folders that
+        are then empty, unless the run folder holds anything else."""
+        config_path = self.base_dir / "config.yml"
+        if config_path not in _FRESH_CONFIGS or not config_path.is_file():
+            return
+        if any(p.is_file() and p != config_path for p in self.base_dir.rglob("*")):
+            return
+        config_path.unlink()
+        _FRESH_CONFIGS.discard(config_path)
+        folder, stop = self.base_dir.absolute(), Path(self.config.output_dir).absolute()
+        try:
+            for empty in sorted(folder.rglob("*"), reverse=True):  # only empty folders are left
+                empty.rmdir()
+            while folder != stop and stop in folder.parents:  # the run folder, then its parents while empty
+                folder.rmdir()
+                folder = folder.parent
+        except OSError:
+            pass
 
     @check_main_thread
     def write_class_index(self) -> Path:
@@ -221,7 +288,7 @@ class GanTrainer(Trainer):
         ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         if self.config.save_only_latest_checkpoint:
-            for f in self.checkpoint_dir.glob("step-*.ckpt"):
+            for f in checkpoint_steps(self.checkpoint_dir).values():
                 if f != ckpt_path:
                     f.unlink()
         self.write_samples(step)
@@ -231,11 +298,15 @@ class GanTrainer(Trainer):
         path = None
         if self.config.load_dir is not None:
             load_dir = Path(self.config.load_dir)
-            steps = sorted(int(f.stem.split("-")[1]) for f in load_dir.glob("step-*.ckpt")) if load_dir.is_dir() else []
+            steps = checkpoint_steps(load_dir)
             if not steps:
                 raise UserError(f"no step-*.ckpt checkpoint in {load_dir}; point --load-dir at a run's nerfstudio_models")
-            step = self.config.load_step if self.config.load_step is not None else steps[-1]
-            path = load_dir / f"step-{step:09d}.ckpt"
+            step = self.config.load_step if self.config.load_step is not None else list(steps)[-1]
+            if step not in steps:
+                raise UserError(
+                    f"--load-step {step}: no such checkpoint in {load_dir} (steps {', '.join(map(str, steps))})"
+                )
+            path = steps[step]
         elif self.config.load_checkpoint is not None:
             path = Path(self.config.load_checkpoint)
         if path is None:
@@ -246,8 +317,11 @@ class GanTrainer(Trainer):
             self.pipeline.load_pipeline(state["pipeline"], state["step"])
             self.optimizers.load_optimizers(state["optimizers"])
         except (RuntimeError, KeyError, ValueError) as err:
-            reason = str(err).splitlines()[0][:200]
-            raise UserError(f"checkpoint {path} does not match this configuration ({reason})") from None
+            reason = state_dict_mismatch(self.pipeline, state["pipeline"]) or str(err).splitlines()[0]
+            raise UserError(
+                f"checkpoint {path} does not match this configuration ({reason}); resume with the settings it was "
+                f"trained with"
+            ) from None
         if "schedulers" in state and self.config.load_scheduler:
             self.optimizers.load_schedulers(state["schedulers"])
         self.grad_scaler.load_state_dict(state["scalers"])
