@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Type
 
-import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig

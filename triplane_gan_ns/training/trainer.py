@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import time
 from dataclasses import dataclass, field
