@@ -7,7 +7,8 @@ density at its centre or at one of its 26 neighbours' exceeds a tenth of the thr
 dilation cover density that peaks between centres; a test checks them on a lattice 1.5 times finer).
 
 What skipping costs: a ray that only crosses unoccupied cells loses at most ``1 - exp(-threshold * L)`` of
-opacity over a chord of length ``L`` (the default 1e-3 and the unit box: below 0.35 %, under 1/255).
+opacity over a chord of length ``L`` (the default 1e-2 and the diagonal of the unit box: 3.4 % at worst; on
+trained tiny generators the images differ from full sampling by 0.06/255 on average, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 DensityFn = Callable[[Float[Tensor, "n 3"]], Float[Tensor, "n"]]
-THRESHOLD = 1e-3
-"""Density below which space counts as empty."""
+THRESHOLD = 1e-2
+"""Density below which space counts as empty (trained generators keep a thin haze of 1e-4..1e-2 in the box)."""
 
 
 def cell_centres(resolution: int, bound: float, device: torch.device | str = "cpu") -> Float[Tensor, "r r r 3"]:
