@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from nerfstudio.scripts.viewer.run_viewer import ViewerConfigWithoutNumRays
-from nerfstudio.utils import writer
-from nerfstudio.viewer.viewer import Viewer
+from nerfstudio.configs.base_config import ViewerConfig
 
 from triplane_gan_ns.export.latents import resolve_device
 from triplane_gan_ns.inference import latest_checkpoint, read_run_config
@@ -35,14 +33,17 @@ class ViewRun:
     """config.yml of a training run."""
     checkpoint: Optional[Path] = None
     """A specific checkpoint of the run (default: the latest)."""
-    viewer: ViewerConfigWithoutNumRays = field(
-        default_factory=lambda: ViewerConfigWithoutNumRays(websocket_host=LOOPBACK)
-    )
+    viewer: ViewerConfig = field(default_factory=lambda: ViewerConfig(websocket_host=LOOPBACK))
     """Viewer settings; websocket-host is the address it listens on."""
     device: str = "auto"
     """Device to render on (auto: cuda when available)."""
 
     def main(self) -> None:
+        # imported here: nerfstudio's viewer pulls in every nerfstudio method, which every other command
+        # (and every error message) would otherwise wait for
+        from nerfstudio.utils import writer
+        from nerfstudio.viewer.viewer import Viewer
+
         config = read_run_config(self.load_config)
         run_dir = Path(self.load_config).parent
         state = load_checkpoint_file(Path(self.checkpoint) if self.checkpoint else latest_checkpoint(run_dir))
@@ -50,8 +51,7 @@ class ViewRun:
         pipeline.eval()
         pipeline.load_pipeline(state["pipeline"], state["step"])
 
-        viewer_config = self.viewer.as_viewer_config()
-        viewer_config.num_rays_per_chunk = config.viewer.num_rays_per_chunk
+        viewer_config = self.viewer
         viewer = Viewer(
             viewer_config,
             log_filename=run_dir / viewer_config.relative_log_filename,
