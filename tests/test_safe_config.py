@@ -99,8 +99,8 @@ ATTACKS = {
     ),
     "module re-exported by an allowed package via name": (
         "project_name: nerfstudio-project",
-        "project_name: !!python/name:triplane_gan_ns.training.trainer.os ''",
-        "!!python/name:triplane_gan_ns.training.trainer.os",
+        "project_name: !!python/name:triplane_gan_ns.runs.yaml ''",
+        "!!python/name:triplane_gan_ns.runs.yaml",
     ),
     "non-dataclass of an allowed package via object": (
         "machine: !!python/object:nerfstudio.configs.base_config.MachineConfig",

@@ -101,7 +101,7 @@ class RunConfigLoader(yaml.SafeLoader):
             if f.name in state:
                 value = state[f.name]
             elif f.default is not dataclasses.MISSING:
-                value = f.default
+                continue  # the class attribute supplies it, and vars() shows the field was not in the file
             elif f.default_factory is not dataclasses.MISSING:
                 value = f.default_factory()
             else:
