@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import concurrent.futures
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,8 @@ def inputs(trained_tiny_run, tmp_path_factory) -> Dict[str, Path]:
     (root / "empty").mkdir()
     paths["empty"] = root / "empty"
     paths["marker"] = marker
+    paths["outputs"] = tmp_path_factory.mktemp("bad-input-outputs")
+    paths["snapshot"] = _snapshot(root, run)  # type: ignore[assignment]
     return paths
 
 
@@ -107,9 +110,9 @@ def _snapshot(*roots: Path) -> Dict[str, Tuple[int, int]]:
     return files
 
 
-def _check(command: List[str], inputs: Dict[str, Path], out: Path, expected: str) -> None:
-    before = _snapshot(inputs["root"], inputs["run"])
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+def _check(command: List[str], expected: str, inputs: Dict[str, Path], out: Path) -> None:
+    """Wait for ``command`` (started with the others by ``_launch``) and check its failure."""
+    before, result = inputs["snapshot"], _launch(inputs, command).result()
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode != 0, (result.stdout[-2000:], result.stderr[-2000:])
     assert len(errors) == 1, result.stderr[-3000:]
@@ -119,6 +122,30 @@ def _check(command: List[str], inputs: Dict[str, Path], out: Path, expected: str
     assert _snapshot(inputs["root"], inputs["run"]) == before  # nothing outside the output folder changed
     assert not inputs["marker"].exists()  # nothing a malicious file names ran
     assert not list(out.rglob("config.yml")) if out.exists() else True  # no run folder was left behind
+
+
+_STARTED: Dict[Tuple[str, ...], "concurrent.futures.Future"] = {}
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2)  # one process per core: each is mostly imports
+
+
+def _launch(inputs: Dict[str, Path], command: List[str]) -> "concurrent.futures.Future":
+    """Start ``command`` (or return its run if already started); the first call starts every case of the
+    table, so that the cases run two at a time while the tests wait for them in order."""
+    if not _STARTED:
+        for build in _BUILDERS:
+            for case in sorted(build.cases):
+                other = build(case, inputs, _out_folder(inputs, build.__name__, case))[0]
+                _STARTED[tuple(other)] = _POOL.submit(
+                    subprocess.run, other, capture_output=True, text=True, timeout=600, env=dict(os.environ)
+                )
+    key = tuple(command)
+    if key not in _STARTED:
+        _STARTED[key] = _POOL.submit(subprocess.run, command, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    return _STARTED[key]
+
+
+def _out_folder(inputs: Dict[str, Path], command: str, case: str) -> Path:
+    return inputs["outputs"] / command / case.replace(" ", "-") / "out"
 
 
 def _fill(args: List[str], inputs: Dict[str, Path], out: Path) -> List[str]:
@@ -153,17 +180,20 @@ NS_TRAIN = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(NS_TRAIN))
-def test_ns_train(case, inputs, tmp_path):
+def ns_train(case, inputs, out):
     args, expected = NS_TRAIN[case]
-    out = tmp_path / "out"
     args = _fill(args, inputs, out)
     if "--output-dir" not in args:
         args = ["--output-dir", str(out), *args]
     if "--max-num-iterations" not in args:
         args = ["--max-num-iterations", "2", *args]  # a dataparser subcommand, if any, stays last
-    command = [str(BIN / "ns-train"), "triplane-gan-tiny", "--vis", "tensorboard", *args]
-    _check(command, inputs, out, expected)
+    return [str(BIN / "ns-train"), "triplane-gan-tiny", "--vis", "tensorboard", *args], expected
+
+
+@pytest.mark.parametrize("case", sorted(NS_TRAIN))
+def test_ns_train(case, inputs):
+    out = _out_folder(inputs, "ns_train", case)
+    _check(*ns_train(case, inputs, out), inputs=inputs, out=out)
     assert not list((out / "unnamed").rglob("step-*.ckpt")) if (out / "unnamed").exists() else True
 
 
@@ -191,16 +221,20 @@ RENDER = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(RENDER))
-def test_render(case, inputs, tmp_path):
+def render(case, inputs, out):
     args, expected = RENDER[case]
-    out = tmp_path / "out"
     args = _fill(args, inputs, out)
     if "--load-config" not in args:
         args = ["--load-config", str(inputs["config"]), *args]
     if "--output-dir" not in args:
         args += ["--output-dir", str(out)]
-    _check([str(BIN / "triplane-gan"), "render", *args], inputs, out, expected.format(**inputs))
+    return [str(BIN / "triplane-gan"), "render", *args], expected.format(**inputs)
+
+
+@pytest.mark.parametrize("case", sorted(RENDER))
+def test_render(case, inputs):
+    out = _out_folder(inputs, "render", case)
+    _check(*render(case, inputs, out), inputs=inputs, out=out)
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -220,16 +254,20 @@ EXPORT_MESH = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(EXPORT_MESH))
-def test_export_mesh(case, inputs, tmp_path):
+def export_mesh(case, inputs, out):
     args, expected = EXPORT_MESH[case]
-    out = tmp_path / "out"
     args = _fill(args, inputs, out)
     if "--load-config" not in args:
         args = ["--load-config", str(inputs["config"]), *args]
     if "--output" not in args:
         args += ["--output", str(out / "m.ply")]
-    _check([str(BIN / "triplane-gan"), "export-mesh", "--resolution", "16", *args], inputs, out, expected)
+    return [str(BIN / "triplane-gan"), "export-mesh", "--resolution", "16", *args], expected
+
+
+@pytest.mark.parametrize("case", sorted(EXPORT_MESH))
+def test_export_mesh(case, inputs):
+    out = _out_folder(inputs, "export_mesh", case)
+    _check(*export_mesh(case, inputs, out), inputs=inputs, out=out)
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -244,15 +282,18 @@ INVERT = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(INVERT))
-def test_invert(case, inputs, tmp_path):
+def invert(case, inputs, out):
     args, expected = INVERT[case]
-    out = tmp_path / "out"
     args = _fill(args, inputs, out)
     if "--load-config" not in args:
         args = ["--load-config", str(inputs["config"]), *args]
-    command = [str(BIN / "triplane-gan"), "invert", *args, "--output-dir", str(out), "--perceptual", "efficientnet-lite0"]
-    _check(command, inputs, out, expected)
+    return [str(BIN / "triplane-gan"), "invert", *args, "--output-dir", str(out), "--perceptual", "efficientnet-lite0"], expected
+
+
+@pytest.mark.parametrize("case", sorted(INVERT))
+def test_invert(case, inputs):
+    out = _out_folder(inputs, "invert", case)
+    _check(*invert(case, inputs, out), inputs=inputs, out=out)
 
 
 # ---- triplane-gan eval -----------------------------------------------------------------------------------------
@@ -265,15 +306,18 @@ EVAL = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(EVAL))
-def test_eval(case, inputs, tmp_path):
+def evaluate(case, inputs, out):
     args, expected = EVAL[case]
-    out = tmp_path / "out"
     args = _fill(args, inputs, out)
     if "--load-config" not in args:
         args = ["--load-config", str(inputs["config"]), *args]
-    command = [str(BIN / "triplane-gan"), "eval", *args, "--output", str(out / "eval.json"), "--no-geometry"]
-    _check(command, inputs, out, expected)
+    return [str(BIN / "triplane-gan"), "eval", *args, "--output", str(out / "eval.json"), "--no-geometry"], expected
+
+
+@pytest.mark.parametrize("case", sorted(EVAL))
+def test_eval(case, inputs):
+    out = _out_folder(inputs, "evaluate", case)
+    _check(*evaluate(case, inputs, out), inputs=inputs, out=out)
 
 
 # ---- triplane-gan prepare-dataset ------------------------------------------------------------------------------
@@ -285,11 +329,15 @@ PREPARE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(PREPARE))
-def test_prepare_dataset(case, inputs, tmp_path):
+def prepare(case, inputs, out):
     args, expected = PREPARE[case]
-    out = tmp_path / "out"
-    _check([str(BIN / "triplane-gan"), "prepare-dataset", *_fill(args, inputs, out)], inputs, out, expected)
+    return [str(BIN / "triplane-gan"), "prepare-dataset", *_fill(args, inputs, out)], expected
+
+
+@pytest.mark.parametrize("case", sorted(PREPARE))
+def test_prepare_dataset(case, inputs):
+    out = _out_folder(inputs, "prepare", case)
+    _check(*prepare(case, inputs, out), inputs=inputs, out=out)
 
 
 # ---- triplane-gan viewer ---------------------------------------------------------------------------------------
@@ -300,11 +348,21 @@ VIEWER = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(VIEWER))
-def test_viewer(case, inputs, tmp_path):
+def viewer(case, inputs, out):
     args, expected = VIEWER[case]
-    out = tmp_path / "out"
-    _check([str(BIN / "triplane-gan"), "viewer", *_fill(args, inputs, out)], inputs, out, expected)
+    return [str(BIN / "triplane-gan"), "viewer", *_fill(args, inputs, out)], expected
+
+
+@pytest.mark.parametrize("case", sorted(VIEWER))
+def test_viewer(case, inputs):
+    out = _out_folder(inputs, "viewer", case)
+    _check(*viewer(case, inputs, out), inputs=inputs, out=out)
+
+
+for _build, _cases in ((ns_train, NS_TRAIN), (render, RENDER), (export_mesh, EXPORT_MESH), (invert, INVERT),
+                       (evaluate, EVAL), (prepare, PREPARE), (viewer, VIEWER)):
+    _build.cases = _cases
+_BUILDERS = (ns_train, render, export_mesh, invert, evaluate, prepare, viewer)
 
 
 def test_the_table_is_large_enough():

@@ -36,8 +36,8 @@ MAX_DISTANCE_RATIO = 0.3
 """The colour/silhouette distance after training must be below this fraction of its initial value."""
 MIN_CLASS_SEPARATION = 0.06
 """Smallest colour distance between two generated classes after training (real data: about 0.27)."""
-MIN_SEPARATION_GAIN = 10.0
-"""The class separation must grow at least this many times during training."""
+MIN_SEPARATION_SHARE = 0.6
+"""After training, the class separation must reach this share of the real data's (seeds 0 and 1: 0.80)."""
 
 
 def test_foreground_statistics_of_known_images():
@@ -96,4 +96,5 @@ def test_tiny_gan_learns_class_colours_and_silhouettes(tiny_trainer):
     print(summary)
     assert after["colour_distance"] < MAX_DISTANCE_RATIO * before["colour_distance"], summary
     assert after["class_separation"] > MIN_CLASS_SEPARATION, summary
-    assert after["class_separation"] > MIN_SEPARATION_GAIN * before["class_separation"], summary
+    assert after["class_separation"] > MIN_SEPARATION_SHARE * after["real_class_separation"], summary
+    assert after["class_separation"] > 3 * before["class_separation"], summary

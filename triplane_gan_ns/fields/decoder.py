@@ -113,6 +113,12 @@ class Decoder(nn.Module):
     ) -> Float[Tensor, "*batch out"]:
         """The MLP at every row of ``x``; ``outputs`` selects output channels (the density alone, say)."""
         shape = x.shape[:-1]
-        flat = x.reshape(-1, x.shape[-1]).contiguous()
-        out = _ChunkedMLP.apply(flat, self.chunk, *self.params(outputs))
+        flat = x.reshape(-1, x.shape[-1])
+        params = self.params(outputs)
+        device = flat.device.type
+        if torch.is_autocast_enabled(device):  # run the layers in autocast's precision, as nn.Linear would
+            dtype = torch.get_autocast_dtype(device)
+            flat, params = flat.to(dtype), [p.to(dtype) for p in params]
+        with torch.autocast(device, enabled=False):
+            out = _ChunkedMLP.apply(flat.contiguous(), self.chunk, *params)
         return out.reshape(*shape, out.shape[-1])
