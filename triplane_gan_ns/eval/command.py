@@ -39,7 +39,7 @@ from triplane_gan_ns.export.latents import check_truncation, resolve_device
 from triplane_gan_ns.inference import load_model, read_run_config
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
-from triplane_gan_ns.training.trainer import atomic_write
+from triplane_gan_ns.fileio import atomic_write
 
 GEOMETRY_YAW_OFFSET = math.radians(30.0)
 """Azimuth between the two views of the multi-view consistency metric."""

@@ -41,7 +41,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.export import check_creatable_dir
 from triplane_gan_ns.export.latents import Latent, check_truncation, load_latent, open_model, resolve_class
 from triplane_gan_ns.model import TriplaneGANModel
-from triplane_gan_ns.training.trainer import atomic_write
+from triplane_gan_ns.fileio import atomic_write
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
 VOLUME_SUFFIXES = (".npy", ".mrc")

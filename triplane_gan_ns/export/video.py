@@ -42,7 +42,7 @@ from triplane_gan_ns.export.latents import Latent, check_finite, check_truncatio
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import make_cameras, yaw_pitch_directions
 from triplane_gan_ns.pose_samplers.camera_utils import look_at
-from triplane_gan_ns.training.trainer import atomic_write
+from triplane_gan_ns.fileio import atomic_write
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
 BYTES_PER_PIXEL = 4 * (3 + 1 + 1) + 3
