@@ -11,7 +11,7 @@ the same machine.  Measurements use only interfaces that both versions have:
   4 x 3 views, 32², 16 + 16 samples per ray); mean over 8 steps after 4 warm-up steps.
 * ``frame-tiny`` / ``frame-paper``: one 256² frame of the viewer (``model.get_outputs_for_camera``), random
   weights, EMA generator, planes cached as in the viewer.
-* ``mesh-tiny``: the density of the 256³ lattice (``export.mesh.density_grid``), random weights.
+* ``mesh-tiny``: the density of the 256³ lattice (``surface.density_grid``), random weights.
 
 Prints one Markdown table: figure, baseline seconds, current seconds, speed-up.
 """
@@ -83,7 +83,10 @@ def measure(figure: str, repeats: int) -> float:
         with torch.no_grad():
             return _best(lambda: model.get_outputs_for_camera(camera), repeats)
     if figure == "mesh-tiny":
-        from triplane_gan_ns.export.mesh import density_grid
+        try:
+            from triplane_gan_ns.surface import density_grid
+        except ImportError:  # revisions before density_grid moved below the tools
+            from triplane_gan_ns.export.mesh import density_grid
 
         model = _model("tiny")
         gen = model.generator_ema

@@ -17,7 +17,7 @@ import time
 import torch
 
 from triplane_gan_ns.data.shapes import CLASS_NAMES, random_shape
-from triplane_gan_ns.eval.geometry import AlignmentSettings, SurfaceShape, compare_shapes, random_rotations
+from triplane_gan_ns.alignment import AlignmentSettings, SurfaceShape, compare_shapes, random_rotations
 
 
 def main() -> None:

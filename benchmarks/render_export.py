@@ -42,7 +42,8 @@ def _measure(preset: str, render_resolution: int, mesh_resolution: int, device: 
     import torch
 
     from triplane_gan_ns.export.latents import Latent
-    from triplane_gan_ns.export.mesh import density_grid, latent_field_fns, mesh_from_grid
+    from triplane_gan_ns.export.mesh import latent_field_fns
+    from triplane_gan_ns.surface import density_grid, mesh_from_grid
     from triplane_gan_ns.export.video import orbit_cameras, render_view
 
     model, resolution = preset_model(preset, device)

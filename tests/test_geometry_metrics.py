@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from triplane_gan_ns.data.shapes import CLASS_NAMES, Shape, random_shape
-from triplane_gan_ns.eval.geometry import (
+from triplane_gan_ns.alignment import (
     AlignmentSettings,
     SurfaceShape,
     aligned_geometry_scores,
-    camera_rays,
     chamfer_distance,
     compare_shapes,
     compare_with_classes,
@@ -24,14 +23,12 @@ from triplane_gan_ns.eval.geometry import (
     lattice_points,
     nearest_distances,
     occupancy_iou,
-    opacity_statistics,
-    project,
     quaternion_matrices,
     random_rotations,
-    reprojection_errors,
     summarise_classes,
     surface_moments,
 )
+from triplane_gan_ns.eval.geometry import camera_rays, opacity_statistics, project, reprojection_errors
 from triplane_gan_ns.pose_samplers.base import make_cameras, yaw_pitch_directions
 from triplane_gan_ns.pose_samplers.camera_utils import look_at
 

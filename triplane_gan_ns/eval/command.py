@@ -25,6 +25,7 @@ from torch import Tensor
 from triplane_gan_ns.data.dataset import ClassImageDataset
 from triplane_gan_ns.data.embedded import default_cache_dir
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns import alignment
 from triplane_gan_ns.eval import geometry
 from triplane_gan_ns.eval.fidelity import (
     EFFNET_METRICS,
@@ -269,11 +270,11 @@ def evaluate(config: Evaluate) -> Dict[str, object]:
         weights = [min(config.batch_size, len(ws) - i) for i in range(0, len(ws), config.batch_size)]
         for key in rows[0]:
             values[key] = sum(r[key] * n for r, n in zip(rows, weights)) / sum(weights)
-        shapes = geometry.known_shapes(dataset.image_filenames, dataset.labels.tolist(), config.shape_instances)
+        shapes = alignment.known_shapes(dataset.image_filenames, dataset.labels.tolist(), config.shape_instances)
         if shapes:
             details: Dict[str, object] = {}
             values.update(
-                geometry.aligned_geometry_scores(
+                alignment.aligned_geometry_scores(
                     model.generator_ema,
                     shapes,
                     ws=ws,
@@ -281,7 +282,7 @@ def evaluate(config: Evaluate) -> Dict[str, object]:
                     resolution=config.shape_resolution,
                     threshold=config.shape_threshold,
                     class_names=dataset.class_names,
-                    settings=geometry.AlignmentSettings(seed=config.seed),
+                    settings=alignment.AlignmentSettings(seed=config.seed),
                     seed=config.seed,
                     details=details,
                 )
