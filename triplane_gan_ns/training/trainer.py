@@ -5,7 +5,8 @@ Long runs: a step whose loss or gradients are not finite is skipped and logged; 
 ``max_consecutive_bad_steps`` of them the run stops with a clear message and the last checkpoint intact.
 Checkpoints hold the pipeline (G, G_ema, D, augmentation state), optimizers, RNG states and the step; they are
 written atomically and read with ``torch.load(weights_only=True)``.  Each checkpoint is accompanied by a PNG
-grid of samples.
+grid of samples and, on data with known true shapes (the embedded shapes, mesh renders), by the pose-free
+geometry measure of ``alignment.py`` (logged under ``Geometry/`` and appended to ``geometry.jsonl``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Set, Type
+from typing import Dict, Optional, Set, Type
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
+from triplane_gan_ns import alignment
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.export import check_creatable_dir
 from triplane_gan_ns.generator import check_neural_resolution
@@ -58,6 +60,12 @@ class GanTrainerConfig(TrainerConfig):
     """A step whose gradient norm exceeds this (or is not finite) is skipped."""
     max_consecutive_bad_steps: int = 20
     """Stop after this many skipped steps in a row."""
+    geometry_objects_per_class: int = 2
+    """On data with known true shapes: at every checkpoint, this many generated objects per class are meshed,
+    aligned to the true shapes over rotations and scored (F-score@0.05, IoU, class-correct; ``alignment.py``),
+    logged under ``Geometry/`` and appended to ``geometry.jsonl`` in the run folder (0 = off)."""
+    geometry_resolution: int = 48
+    """Density lattice points per axis for those meshes."""
     compile: bool = False
     """torch.compile the backbone's synthesis network and the discriminator (R1 steps run the discriminator
     eagerly: compiled graphs have no double backward)."""
@@ -170,6 +178,7 @@ class GanTrainer(Trainer):
             self._remove_unstarted_run()
             raise
         self._bad_steps = 0
+        self._true_shapes: Optional[Dict] = None
         self.write_class_index()
         if self.config.compile:  # compile the forwards, keeping module names (and checkpoint keys) unchanged
             model = self.pipeline.gan_model
@@ -291,6 +300,7 @@ class GanTrainer(Trainer):
                 if f != ckpt_path:
                     f.unlink()
         self.write_samples(step)
+        self.log_geometry(step)
 
     def _load_checkpoint(self) -> None:
         """Resume from ``--load-dir`` (latest or ``--load-step``) or ``--load-checkpoint``, restoring RNGs."""
@@ -331,6 +341,42 @@ class GanTrainer(Trainer):
         self._start_step = state["step"] + 1
         self.pipeline.datamanager.skip_to_step(self._start_step)
         CONSOLE.print(f"Resumed from {path} at step {self._start_step}")
+
+    @check_main_thread
+    def log_geometry(self, step: int) -> Optional[Dict[str, float]]:
+        """The pose-free geometry measure of the EMA generator against the data's true shapes (``None`` when the
+        data has none or it is switched off): logged, printed and appended to ``geometry.jsonl``."""
+        per_class = self.config.geometry_objects_per_class
+        if per_class <= 0:
+            return None
+        dataset = self.pipeline.datamanager.train_dataset
+        if self._true_shapes is None:
+            self._true_shapes = alignment.known_shapes(dataset.image_filenames, dataset.labels.tolist(), per_class=2)
+        if not self._true_shapes:
+            return None
+        model = self.pipeline.gan_model
+        saved = rng_state()  # the training RNG streams stay untouched: a resumed run continues identically
+        try:
+            scores = alignment.aligned_geometry_scores(
+                model.generator_ema,
+                self._true_shapes,
+                num_per_class=per_class,
+                resolution=self.config.geometry_resolution,
+                class_names=model.class_names,
+                seed=0,
+            )
+        finally:
+            set_rng_state(saved)
+        writer.put_dict(name="Geometry", scalar_dict=scores, step=step)
+        CONSOLE.print(
+            f"geometry at step {step}: F-score@0.05 {scores['shape_fscore']:.3f}, IoU {scores['shape_iou']:.3f}, "
+            f"class-correct {scores['shape_class_correct']:.0f}/{scores['shape_num_classes']:.0f}"
+        )
+        path = self.base_dir / "geometry.jsonl"
+        old = path.read_text() if path.is_file() else ""
+        line = json.dumps({"step": step, **scores})
+        atomic_write(path, lambda tmp: tmp.write_text(old + line + "\n"))
+        return scores
 
     def write_samples(self, step: int) -> Path:
         """``samples/samples-STEP.png``: classes (rows) x azimuths (columns) of the EMA generator, and
