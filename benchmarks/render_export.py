@@ -41,7 +41,7 @@ def _measure(preset: str, render_resolution: int, mesh_resolution: int, device: 
     import numpy as np
     import torch
 
-    from triplane_gan_ns.export.latents import Latent
+    from triplane_gan_ns.latents import Latent
     from triplane_gan_ns.export.mesh import latent_field_fns
     from triplane_gan_ns.surface import density_grid, mesh_from_grid
     from triplane_gan_ns.export.video import orbit_cameras, render_view

@@ -36,7 +36,7 @@ def _upscale(image: Image.Image, size: int) -> Image.Image:
 
 
 def samples(run: Path, out: Path) -> None:
-    from triplane_gan_ns.inference import load_model
+    from triplane_gan_ns.runs import load_model
 
     model, _ = load_model(run / "config.yml")
     grid = model.sample_grid(num_views=6)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from triplane_gan_ns.backbones.base import BackboneConfig
-from triplane_gan_ns.backbones.layers import (
+from triplane_gan_ns.layers import (
     EqualLinear,
     ModulatedConv2d,
     downsample2d,

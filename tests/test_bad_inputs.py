@@ -371,8 +371,8 @@ def test_the_table_is_large_enough():
 
 # ---- the helpers behind some of the cases --------------------------------------------------------------------
 def test_latest_checkpoint_is_the_highest_step_and_other_names_are_ignored(tmp_path):
-    from triplane_gan_ns.inference import latest_checkpoint
-    from triplane_gan_ns.training.trainer import checkpoint_steps
+    from triplane_gan_ns.runs import latest_checkpoint
+    from triplane_gan_ns.runs import checkpoint_steps
 
     models = tmp_path / "nerfstudio_models"
     models.mkdir()

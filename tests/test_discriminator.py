@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triplane_gan_ns.backbones.layers import EqualConv2d, MinibatchStd
+from triplane_gan_ns.layers import EqualConv2d, MinibatchStd
 from triplane_gan_ns.discriminators.base import DiscriminatorConfig
 from triplane_gan_ns.discriminators.stylegan2_resnet import (
     StyleGAN2ResnetDiscriminator,
@@ -265,7 +265,7 @@ def test_runs_from_before_dual_discrimination_load_without_it(tmp_path):
 
     import yaml
 
-    from triplane_gan_ns.inference import read_run_config
+    from triplane_gan_ns.runs import read_run_config
     from triplane_gan_ns.method_configs.triplane_gan import triplane_gan
 
     config = copy.deepcopy(triplane_gan.config)

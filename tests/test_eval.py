@@ -78,7 +78,7 @@ def _median_density(run):
     """The median density of one object of the run's EMA generator: a surface level that its few training
     steps (density still near its initial ~0.4 everywhere, never near export-mesh's 10) do cross."""
     from triplane_gan_ns.surface import density_grid
-    from triplane_gan_ns.inference import load_model
+    from triplane_gan_ns.runs import load_model
 
     model, _ = load_model(run / "config.yml", None, "cpu")
     generator = model.generator_ema

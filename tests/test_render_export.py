@@ -19,11 +19,11 @@ from PIL import Image
 from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.export.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
+from triplane_gan_ns.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
 from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes
 from triplane_gan_ns.surface import density_grid, extract_mesh, keep_largest_components, mesh_from_grid
 from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_view, render_views
-from triplane_gan_ns.inference import load_model
+from triplane_gan_ns.runs import load_model
 
 TRIPLANE_GAN = str(Path(sys.executable).with_name("triplane-gan"))
 CLASS_NAMES = ["cube", "cylinder", "sphere", "torus"]

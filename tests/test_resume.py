@@ -17,7 +17,7 @@ import torch
 
 from photo_fixtures import make_photo_tree
 from triplane_gan_ns.data.prepare import PrepareDataset, prepare_dataset
-from triplane_gan_ns.training.trainer import checkpoint_steps
+from triplane_gan_ns.runs import checkpoint_steps
 
 FAULTY_TRAIN = str(Path(__file__).parent / "helpers" / "faulty_train.py")
 STEPS = 6  # steps 0..5; checkpoints after steps 2 and 4 and at the end (5)

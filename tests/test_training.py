@@ -107,7 +107,7 @@ def test_unknown_component_name_is_rejected_with_choices(tmp_path):
 def test_generator_loads_from_the_run_folder_without_data(tiny_run):
     import json
 
-    from triplane_gan_ns.inference import load_model
+    from triplane_gan_ns.runs import load_model
 
     index = json.loads((tiny_run / "class_index.json").read_text())
     assert [c["name"] for c in index["classes"]] == ["cube", "cylinder", "sphere", "torus"]
@@ -125,7 +125,7 @@ def test_generator_loads_from_the_run_folder_without_data(tiny_run):
 
 def test_loading_errors_are_one_line(tmp_path, tiny_run):
     from triplane_gan_ns.errors import UserError
-    from triplane_gan_ns.inference import load_model
+    from triplane_gan_ns.runs import load_model
 
     with pytest.raises(UserError, match="does not exist"):
         load_model(tmp_path / "config.yml")

@@ -13,7 +13,8 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.training import losses
 from triplane_gan_ns.training.augment import AugmentConfig, Augmenter
 from triplane_gan_ns.training.ema import ema_beta, update_ema
-from triplane_gan_ns.training.trainer import load_checkpoint_file, rng_state, set_rng_state
+from triplane_gan_ns.runs import load_checkpoint_file
+from triplane_gan_ns.training.trainer import rng_state, set_rng_state
 
 
 def _multiview(num_views=3, group=4):

@@ -58,7 +58,7 @@ def test_controls_are_plain_values_without_a_viewer(tiny_model):
 
 
 def test_duplicate_class_names_get_distinct_labels():
-    from triplane_gan_ns.viewer.controls import GeneratorControls
+    from triplane_gan_ns.viewer_controls import GeneratorControls
 
     controls = GeneratorControls(["crane", "tench", "crane"])
     assert controls.class_labels == ["crane (0)", "tench", "crane (2)"]

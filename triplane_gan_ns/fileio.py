@@ -5,6 +5,9 @@ either absent, the old file or the new one.  A process killed during the write (
 its temporary file behind; the next successful ``atomic_write`` into that folder removes the temporary files of
 processes that no longer run.
 
+``check_writable_dir`` / ``check_creatable_dir`` say in one line why an output folder cannot be written, before
+any work is done.
+
 ``torch_load_reason`` turns an exception of ``torch.load(weights_only=True)`` into a complete short reason for a
 ``UserError``: the first sentence that says what is wrong, never torch's advice to load with
 ``weights_only=False`` (which would let the file run code).
@@ -87,3 +90,29 @@ def torch_load_reason(err: BaseException) -> str:
         text = f"{type(err).__name__} {text}"
     sentence = re.match(r"(.+?\.)(\s|$)", text)
     return (sentence.group(1) if sentence else text).rstrip(".")
+
+
+def check_writable_dir(directory: Path, create: bool) -> None:
+    """A UserError unless files can be created in ``directory`` (made first, with parents, if ``create``)."""
+    directory = Path(directory)
+    if not create and not directory.is_dir():
+        problem = "is not a folder" if directory.exists() else "does not exist"
+        raise UserError(f"output folder {directory} {problem}; create it or choose another output path")
+    try:
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise UserError(f"cannot write to {directory} ({reason}); choose a writable output folder") from None
+
+
+def check_creatable_dir(directory: Path) -> None:
+    """A UserError unless ``directory`` exists and is writable, or can be created (its nearest existing parent is
+    a writable folder); creates nothing."""
+    existing = Path(directory).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    check_writable_dir(existing, create=False)

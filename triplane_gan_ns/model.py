@@ -31,7 +31,7 @@ from triplane_gan_ns.occupancy import OccupancyGrid
 from triplane_gan_ns.pose_samplers.base import PoseSampler, yaw_pitch_directions
 from triplane_gan_ns.pose_samplers.uniform_sphere import UniformSpherePoseSamplerConfig
 from triplane_gan_ns.superresolution import upsample_bilinear
-from triplane_gan_ns.viewer.controls import GeneratorControls, InitialView, PreviewLatent
+from triplane_gan_ns.viewer_controls import GeneratorControls, InitialView, PreviewLatent
 
 DiscriminatorChoice = registry.choice_type("discriminators")
 PoseSamplerChoice = registry.choice_type("pose_samplers")

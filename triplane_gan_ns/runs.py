@@ -1,4 +1,20 @@
-"""Reading a run's ``config.yml`` without executing anything it says.
+"""The run folder: what training writes and every tool reads.
+
+A run folder (``outputs/<experiment>/<method>/<timestamp>``) holds
+
+* ``config.yml``: the trainer config, written by nerfstudio, read here by ``load_config`` (executes nothing);
+* ``class_index.json``: the label -> class id and name mapping and the image resolution (``write_class_index``);
+* ``nerfstudio_models/step-<step>.ckpt``: checkpoints (``save_checkpoint_file``, atomic; ``load_checkpoint_file``
+  with ``torch.load(weights_only=True)``), each a dict with ``step``, ``pipeline`` (the pipeline's state dict:
+  the model's weights under ``_model.``), ``optimizers`` and the training loop's states.
+
+With ``config.yml``, ``class_index.json`` and a checkpoint, ``load_model`` rebuilds the generator without the
+training data; ``write_tuned_run`` writes a run whose generator weights are replaced (PTI's fine-tuned
+generator), which every tool loads like any other run.  Training writes runs through this module and the tools
+read them through it; neither knows the other.
+
+Reading ``config.yml`` safely
+-----------------------------
 
 nerfstudio writes ``config.yml`` with ``yaml.dump``, which tags Python objects (``!!python/object:...``); reading
 it back with ``yaml.Loader`` would import and call whatever a tag names, so a shared run folder could run code.
@@ -23,14 +39,24 @@ import dataclasses
 import enum
 import importlib
 import inspect
+import json
 import pathlib
 from pathlib import Path
-from typing import Any, FrozenSet
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+import torch
 import yaml
+from nerfstudio.data.scene_box import SceneBox
 
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.fileio import atomic_write, torch_load_reason
+from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.registry import plugin_packages
+
+CLASS_INDEX = "class_index.json"
+CHECKPOINTS = "nerfstudio_models"
+MODEL_PREFIX = "_model."
+"""Prefix of the model's weights in a checkpoint's pipeline state dict."""
 
 ALLOWED_PACKAGES = ("nerfstudio", "tyro", "triplane_gan_ns")
 _YAML_PREFIX = "tag:yaml.org,2002:"
@@ -150,3 +176,146 @@ def load_config(config_path: Path) -> Any:
         where = f" line {err.problem_mark.line + 1}" if getattr(err, "problem_mark", None) else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UserError(f"config {config_path}{where} is not a readable config.yml ({problem})") from None
+
+
+# ---- class index -----------------------------------------------------------------------------------------------
+def write_class_index(run_dir: Path, resolution: int, class_ids: Sequence[str], class_names: Sequence[str]) -> Path:
+    """``class_index.json`` of a run: the stable label -> class mapping and the image resolution, everything
+    needed (with config.yml and a checkpoint) to use the generator without the data."""
+    index = {
+        "resolution": int(resolution),
+        "classes": [{"index": i, "id": class_ids[i], "name": n} for i, n in enumerate(class_names)],
+    }
+    path = Path(run_dir) / CLASS_INDEX
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(index, indent=1)))
+    return path
+
+
+def read_class_index(run_dir: Path) -> Dict[str, Any]:
+    """The ``class_index.json`` of a run, with a one-line error when it is missing."""
+    path = Path(run_dir) / CLASS_INDEX
+    if not path.is_file():
+        raise UserError(f"{path} is missing; it is written when training starts")
+    return json.loads(path.read_text())
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------------------
+def checkpoint_steps(folder: Path) -> Dict[int, Path]:
+    """The checkpoints ``step-<number>.ckpt`` in ``folder`` by step, in step order; other files (``step-best.ckpt``,
+    temporary files) are ignored."""
+    folder = Path(folder)
+    found = {}
+    for path in folder.glob("step-*.ckpt") if folder.is_dir() else ():
+        number = path.stem[len("step-") :]
+        if number.isdigit() and number.isascii():
+            found[int(number)] = path
+    return dict(sorted(found.items()))
+
+
+def state_dict_mismatch(module: torch.nn.Module, state: Dict[str, torch.Tensor]) -> str:
+    """Where ``state`` does not fit ``module``: the first weight of a different shape, missing or unexpected
+    ("" when every weight fits)."""
+    own = module.state_dict()
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        key = shapes[0]
+        more = f" (and {len(shapes) - 1} more weights of other shapes)" if len(shapes) > 1 else ""
+        parts.append(f"{key} is {tuple(state[key].shape)} in the checkpoint but {tuple(own[key].shape)} here{more}")
+    if missing:
+        parts.append(f"{len(missing)} weights missing from the checkpoint, first {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unknown weights in the checkpoint, first {unexpected[0]}")
+    return "; ".join(parts)
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    """Read a checkpoint safely (no code execution); a truncated or foreign file gives one clear error."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; check --load-dir / --load-checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle with code, not a checkpoint at all
+        reason = torch_load_reason(err)
+        raise UserError(f"checkpoint {path} cannot be read ({reason}); it is truncated or not a triplane-gan-ns checkpoint") from None
+    missing = {"step", "pipeline", "optimizers"} - set(state) if isinstance(state, dict) else {"everything"}
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(sorted(missing))}; it is not a triplane-gan-ns checkpoint")
+    return state
+
+
+def save_checkpoint_file(path: Path, state: Dict[str, Any]) -> None:
+    """Write a checkpoint atomically (a reader sees the old file or the new one, never a part)."""
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+# ---- the generator of a run ------------------------------------------------------------------------------------
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint of the highest step of a run (``step-<number>.ckpt``; other names are ignored)."""
+    ckpts = checkpoint_steps(Path(run_dir) / CHECKPOINTS)
+    if not ckpts:
+        raise UserError(f"no checkpoint in {Path(run_dir) / CHECKPOINTS}; train first or pass --checkpoint")
+    return list(ckpts.values())[-1]
+
+
+def read_run_config(config_path: Path) -> Any:
+    """The trainer config of a run from its ``config.yml`` (read safely), checked to be a triplane-gan-ns run."""
+    config = load_config(config_path)
+    model_config = getattr(getattr(config, "pipeline", None), "model", None)
+    if model_config is None or not hasattr(model_config, "generator"):
+        raise UserError(f"config {config_path} is not a triplane-gan-ns run (method {getattr(config, 'method_name', '?')})")
+    if "dual_discrimination" not in vars(model_config):
+        # a run from before dual discrimination existed: its discriminator judged the image alone
+        model_config.dual_discrimination = False
+    return config
+
+
+def load_model(
+    config_path: Path, checkpoint: Optional[Path] = None, device: str | torch.device = "cpu"
+) -> Tuple[TriplaneGANModel, Path]:
+    """(model in eval mode on ``device``, checkpoint used) from a run's ``config.yml``."""
+    config_path = Path(config_path)
+    model_config = read_run_config(config_path).pipeline.model
+    run_dir = config_path.parent
+    index = read_class_index(run_dir)
+    class_names: List[str] = [c["name"] for c in index["classes"]]
+    ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
+    state = load_checkpoint_file(ckpt)
+    model = model_config.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
+        num_train_data=0,
+        metadata={"class_names": class_names, "resolution": index["resolution"]},
+    )
+    weights = {k[len(MODEL_PREFIX) :]: v for k, v in state["pipeline"].items() if k.startswith(MODEL_PREFIX)}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        reason = state_dict_mismatch(model, weights) or str(err).splitlines()[0]
+        raise UserError(
+            f"checkpoint {ckpt} does not match {config_path} ({reason}); "
+            f"use a checkpoint of the run of that config.yml"
+        ) from None
+    return model.to(device).eval(), ckpt
+
+
+def write_tuned_run(config_path: Path, checkpoint: Path, generator_state: Dict[str, torch.Tensor], out: Path) -> Path:
+    """A run folder ``out/pti/<method>/tuned`` like the run of ``config_path``, whose checkpoint (a copy of
+    ``checkpoint``) holds ``generator_state`` as both generator and EMA generator; returns its ``config.yml``."""
+    config_path = Path(config_path)
+    config = read_run_config(config_path)
+    config.output_dir = out
+    config.experiment_name = "pti"
+    config.timestamp = "tuned"
+    base = config.get_base_dir()
+    state = load_checkpoint_file(Path(checkpoint))
+    tuned = {k: v.detach().cpu() for k, v in generator_state.items()}
+    for prefix in (MODEL_PREFIX + "generator.", MODEL_PREFIX + "generator_ema."):
+        for key, value in tuned.items():
+            state["pipeline"][prefix + key] = value
+    atomic_write(base / "config.yml", lambda tmp: tmp.write_text(yaml.dump(config), "utf8"))
+    atomic_write(base / CLASS_INDEX, lambda tmp: tmp.write_bytes((config_path.parent / CLASS_INDEX).read_bytes()))
+    save_checkpoint_file(base / CHECKPOINTS / Path(checkpoint).name, state)
+    return base / "config.yml"

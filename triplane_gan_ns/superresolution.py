@@ -20,7 +20,7 @@ from jaxtyping import Float
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
-from triplane_gan_ns.backbones.layers import ModulatedConv2d
+from triplane_gan_ns.layers import ModulatedConv2d
 
 
 @dataclass

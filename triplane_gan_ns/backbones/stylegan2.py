@@ -13,12 +13,11 @@ from typing import List, Optional, Tuple, Type
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from triplane_gan_ns.backbones.base import Backbone, BackboneConfig
-from triplane_gan_ns.backbones.layers import NOISE_MODES, EqualLinear, StyledConv, ToRGB, normalize_2nd_moment
+from triplane_gan_ns.layers import NOISE_MODES, MappingNetwork, StyledConv, ToRGB
 
 
 @dataclass
@@ -47,46 +46,6 @@ class StyleGAN2EG3DBackboneConfig(StyleGAN2BackboneConfig):
 
     extra_blocks: bool = False
     """After every block that doubles the resolution, add one more block at that resolution (the paper's change)."""
-
-
-class MappingNetwork(nn.Module):
-    """z and class label -> w, as in StyleGAN2-ADA.
-
-    The label is one-hot encoded and embedded to ``w_dim`` by a linear layer; z and the embedding are each
-    normalised to unit second moment and concatenated, then passed through ``num_layers`` fully connected
-    layers with leaky ReLU.  ``num_classes == 0`` is unconditional (labels are ignored); ``z_dim == 0`` maps the
-    label alone (used by the discriminator's projection conditioning).
-    """
-
-    def __init__(
-        self, z_dim: int, w_dim: int, num_classes: int, num_layers: int = 8, lr_multiplier: float = 0.01
-    ) -> None:
-        super().__init__()
-        if z_dim == 0 and num_classes == 0:
-            raise ValueError("MappingNetwork needs z_dim > 0 or num_classes > 0")
-        self.z_dim = z_dim
-        self.w_dim = w_dim
-        self.num_classes = num_classes
-        self.embed = EqualLinear(num_classes, w_dim) if num_classes > 0 else None
-        in_features = z_dim + (w_dim if num_classes > 0 else 0)
-        features = [in_features] + [w_dim] * num_layers
-        self.layers = nn.Sequential(
-            *[
-                EqualLinear(f_in, f_out, lr_multiplier=lr_multiplier, activation=True)
-                for f_in, f_out in zip(features[:-1], features[1:])
-            ]
-        )
-
-    def forward(
-        self, z: Optional[Float[Tensor, "b z_dim"]], labels: Optional[Int[Tensor, "b"]]
-    ) -> Float[Tensor, "b w_dim"]:
-        parts = []
-        if self.z_dim > 0:
-            parts.append(normalize_2nd_moment(z))
-        if self.embed is not None:
-            one_hot = F.one_hot(labels.long(), self.num_classes).to(self.embed.weight.dtype)
-            parts.append(normalize_2nd_moment(self.embed(one_hot)))
-        return self.layers(torch.cat(parts, dim=1))
 
 
 def total_weight(count: Float[Tensor, "*shape"], beta: float) -> Float[Tensor, "*shape"]:

@@ -9,8 +9,7 @@ from typing import Type
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from triplane_gan_ns.backbones.layers import EqualConv2d, EqualLinear, MinibatchStd
-from triplane_gan_ns.backbones.stylegan2 import MappingNetwork
+from triplane_gan_ns.layers import EqualConv2d, EqualLinear, MappingNetwork, MinibatchStd
 from triplane_gan_ns.discriminators.base import Discriminator, DiscriminatorConfig
 
 

@@ -36,8 +36,8 @@ from triplane_gan_ns.eval.fidelity import (
     compute_metrics,
     inception_weights,
 )
-from triplane_gan_ns.export.latents import check_truncation, resolve_device
-from triplane_gan_ns.inference import load_model, read_run_config
+from triplane_gan_ns.latents import check_truncation, resolve_device
+from triplane_gan_ns.runs import load_model, read_run_config
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
 from triplane_gan_ns.fileio import atomic_write

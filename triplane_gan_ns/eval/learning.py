@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import torch
 from jaxtyping import Float, Int
@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     from triplane_gan_ns.data.dataset import ClassImageDataset
     from triplane_gan_ns.eval.features import EfficientNetLite0Features
     from triplane_gan_ns.model import TriplaneGANModel
-    from triplane_gan_ns.training.trainer import GanTrainer
+
+
+class Trainer(Protocol):
+    """What the measures need of a trainer (``ns-train``'s GAN trainer is one): its pipeline and one step."""
+
+    pipeline: Any
+
+    def train_iteration(self, step: int) -> Any: ...
+
 
 BACKGROUND_THRESHOLD = 0.92
 """A pixel whose smallest channel exceeds this is (white) background."""
@@ -173,7 +181,7 @@ def measure_generator(
 
 
 def train_and_measure(
-    trainer: "GanTrainer",
+    trainer: Trainer,
     steps: int,
     every: int,
     real_images: Float[Tensor, "n 3 res res"],

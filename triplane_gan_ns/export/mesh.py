@@ -36,10 +36,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.export import check_creatable_dir
-from triplane_gan_ns.export.latents import Latent, check_truncation, load_latent, open_model, resolve_class
+from triplane_gan_ns.latents import Latent, check_truncation, load_latent, open_model, resolve_class
 from triplane_gan_ns.model import TriplaneGANModel
-from triplane_gan_ns.fileio import atomic_write
+from triplane_gan_ns.fileio import atomic_write, check_creatable_dir
 from triplane_gan_ns.surface import DEFAULT_THRESHOLD, density_grid, mesh_from_grid
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")

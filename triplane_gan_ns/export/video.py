@@ -37,12 +37,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.export import check_writable_dir
-from triplane_gan_ns.export.latents import Latent, check_finite, check_truncation, latents_from_args, open_model
+from triplane_gan_ns.latents import Latent, check_finite, check_truncation, latents_from_args, open_model
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import make_cameras, yaw_pitch_directions
 from triplane_gan_ns.pose_samplers.camera_utils import look_at
-from triplane_gan_ns.fileio import atomic_write
+from triplane_gan_ns.fileio import atomic_write, check_writable_dir
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
 BYTES_PER_PIXEL = 4 * (3 + 1 + 1) + 3

@@ -23,7 +23,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import tyro
-import yaml
 from PIL import Image
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from typing_extensions import Annotated
@@ -31,15 +30,15 @@ from typing_extensions import Annotated
 from triplane_gan_ns.data.dataset import try_load_square_rgb
 from triplane_gan_ns.data.renders_dataparser import IMAGE_SUFFIXES
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.export.latents import resolve_class
+from triplane_gan_ns.latents import resolve_class
 from triplane_gan_ns.export.mesh import ExportMesh
 from triplane_gan_ns.export.video import RenderLatents
-from triplane_gan_ns.inference import load_model, read_run_config
+from triplane_gan_ns.fileio import atomic_write
+from triplane_gan_ns.runs import load_model, write_tuned_run
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
-from triplane_gan_ns.pti.invert import InversionConfig, InversionResult, invert
+from triplane_gan_ns.pti.invert import InversionConfig, invert
 from triplane_gan_ns.pti.perceptual import PerceptualName, build_perceptual
-from triplane_gan_ns.training.trainer import CLASS_INDEX, atomic_write
 
 PHOTO_SUFFIXES = IMAGE_SUFFIXES | {".jpeg", ".tif", ".tiff", ".gif"}
 
@@ -61,25 +60,6 @@ def guess_class(model: TriplaneGANModel, photo: torch.Tensor, chunk: int = 64) -
         labels = torch.arange(start, min(start + chunk, model.num_classes), device=photo.device)
         scores.append(model.discriminator(images.expand(len(labels), -1, -1, -1), labels))
     return int(torch.cat(scores).argmax())
-
-
-def save_tuned_run(model: TriplaneGANModel, result: InversionResult, config_path: Path, checkpoint: Path, out: Path) -> Path:
-    """A run folder whose checkpoint holds the tuned generator (as both generator and EMA generator)."""
-    config = read_run_config(config_path)
-    config.output_dir = out
-    config.experiment_name = "pti"
-    config.timestamp = "tuned"
-    base = config.get_base_dir()
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    tuned = {k: v.detach().cpu() for k, v in result.generator.state_dict().items()}
-    for prefix in ("_model.generator.", "_model.generator_ema."):
-        for key, value in tuned.items():
-            state["pipeline"][prefix + key] = value
-    atomic_write(base / "config.yml", lambda tmp: tmp.write_text(yaml.dump(config), "utf8"))
-    atomic_write(base / CLASS_INDEX, lambda tmp: tmp.write_bytes((config_path.parent / CLASS_INDEX).read_bytes()))
-    ckpt = base / "nerfstudio_models" / checkpoint.name
-    atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
-    return base / "config.yml"
 
 
 def _folder_name(text: str) -> str:
@@ -216,7 +196,7 @@ class Invert:
         atomic_write(out / "losses.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
         pivot = {"ws": result.ws.detach().cpu(), "class_index": class_index}
         atomic_write(out / "pivot.pt", lambda tmp: torch.save(pivot, tmp))
-        tuned_config = save_tuned_run(model, result, self.load_config, ckpt, out / "run")
+        tuned_config = write_tuned_run(self.load_config, ckpt, result.generator.state_dict(), out / "run")
         if self.turntable_frames > 0:  # view grid, turntable, depth and opacity of the reconstructed object
             RenderLatents(
                 load_config=tuned_config, output_dir=out, latent=(out / "pivot.pt",), frames=self.turntable_frames,

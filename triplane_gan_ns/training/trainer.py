@@ -31,16 +31,21 @@ from PIL import Image
 
 from triplane_gan_ns import alignment
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.export import check_creatable_dir
 from triplane_gan_ns.generator import check_neural_resolution
-from triplane_gan_ns.fileio import atomic_write, torch_load_reason
+from triplane_gan_ns.fileio import atomic_write, check_creatable_dir
+from triplane_gan_ns.runs import (
+    checkpoint_steps,
+    load_checkpoint_file,
+    save_checkpoint_file,
+    state_dict_mismatch,
+    write_class_index,
+)
 from triplane_gan_ns.training.pipeline import GanPipeline, GanPipelineConfig
 from triplane_gan_ns.training.progress import IMAGES_PER_SEC, GanLocalWriterConfig
 
 PHASES = ("discriminator", "generator")
 _FRESH_CONFIGS: Set[Path] = set()
 """config.yml files written by this process for a run that has not started yet."""
-CLASS_INDEX = "class_index.json"
 
 
 @dataclass
@@ -120,53 +125,6 @@ def set_rng_state(state: Dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
-def checkpoint_steps(folder: Path) -> Dict[int, Path]:
-    """The checkpoints ``step-<number>.ckpt`` in ``folder`` by step, in step order; other files (``step-best.ckpt``,
-    temporary files) are ignored."""
-    folder = Path(folder)
-    found = {}
-    for path in folder.glob("step-*.ckpt") if folder.is_dir() else ():
-        number = path.stem[len("step-") :]
-        if number.isdigit() and number.isascii():
-            found[int(number)] = path
-    return dict(sorted(found.items()))
-
-
-def state_dict_mismatch(module: torch.nn.Module, state: Dict[str, torch.Tensor]) -> str:
-    """Where ``state`` does not fit ``module``: the first weight of a different shape, missing or unexpected
-    ("" when every weight fits)."""
-    own = module.state_dict()
-    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    parts = []
-    if shapes:
-        key = shapes[0]
-        more = f" (and {len(shapes) - 1} more weights of other shapes)" if len(shapes) > 1 else ""
-        parts.append(f"{key} is {tuple(state[key].shape)} in the checkpoint but {tuple(own[key].shape)} here{more}")
-    if missing:
-        parts.append(f"{len(missing)} weights missing from the checkpoint, first {missing[0]}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unknown weights in the checkpoint, first {unexpected[0]}")
-    return "; ".join(parts)
-
-
-def load_checkpoint_file(path: Path) -> dict:
-    """Read a checkpoint safely (no code execution); a truncated or foreign file gives one clear error."""
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; check --load-dir / --load-checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, pickle with code, not a checkpoint at all
-        reason = torch_load_reason(err)
-        raise UserError(f"checkpoint {path} cannot be read ({reason}); it is truncated or not a triplane-gan-ns checkpoint") from None
-    missing = {"step", "pipeline", "optimizers"} - set(state) if isinstance(state, dict) else {"everything"}
-    if missing:
-        raise UserError(f"checkpoint {path} lacks {', '.join(sorted(missing))}; it is not a triplane-gan-ns checkpoint")
-    return state
-
-
 class GanTrainer(Trainer):
     config: GanTrainerConfig
     pipeline: GanPipeline
@@ -208,18 +166,11 @@ class GanTrainer(Trainer):
 
     @check_main_thread
     def write_class_index(self) -> Path:
-        """``class_index.json`` in the run folder: the stable label -> class mapping and the image resolution,
-        everything needed (with config.yml and a checkpoint) to use the generator without the data."""
+        """``class_index.json`` in the run folder (``runs.write_class_index``)."""
         model = self.pipeline.gan_model
         metadata = self.pipeline.datamanager.train_dataset.metadata
         ids = list(metadata.get("class_ids", model.class_names))
-        index = {
-            "resolution": model.resolution,
-            "classes": [{"index": i, "id": ids[i], "name": n} for i, n in enumerate(model.class_names)],
-        }
-        path = self.base_dir / CLASS_INDEX
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(index, indent=1)))
-        return path
+        return write_class_index(self.base_dir, model.resolution, ids, model.class_names)
 
     def _autocast(self):
         """bf16 autocast with ``--mixed-precision`` where bf16 is supported (nerfstudio turns mixed precision
@@ -294,7 +245,7 @@ class GanTrainer(Trainer):
             "rng": rng_state(),
         }
         ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
-        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+        save_checkpoint_file(ckpt_path, state)
         if self.config.save_only_latest_checkpoint:
             for f in checkpoint_steps(self.checkpoint_dir).values():
                 if f != ckpt_path:

@@ -1,5 +1,2 @@
-"""Controls of the generator in nerfstudio's viewer."""
-
-from triplane_gan_ns.viewer.controls import GeneratorControls, PreviewLatent
-
-__all__ = ["GeneratorControls", "PreviewLatent"]
+"""``triplane-gan viewer``: nerfstudio's web viewer on a trained run, bound to 127.0.0.1 unless told otherwise.
+The controls it shows (class, seed, truncation, new sample) belong to the model: ``triplane_gan_ns/viewer_controls.py``."""

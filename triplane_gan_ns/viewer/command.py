@@ -17,9 +17,9 @@ from typing import Optional
 
 from nerfstudio.configs.base_config import ViewerConfig
 
-from triplane_gan_ns.export.latents import resolve_device
-from triplane_gan_ns.inference import latest_checkpoint, read_run_config
-from triplane_gan_ns.training.trainer import load_checkpoint_file
+from triplane_gan_ns.latents import resolve_device
+from triplane_gan_ns.runs import latest_checkpoint, read_run_config
+from triplane_gan_ns.runs import load_checkpoint_file
 
 LOOPBACK = "127.0.0.1"
 

@@ -17,10 +17,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.fileio import torch_load_reason
-from triplane_gan_ns.inference import load_model
+from triplane_gan_ns.fileio import atomic_write, torch_load_reason
 from triplane_gan_ns.model import TriplaneGANModel
-from triplane_gan_ns.fileio import atomic_write
+from triplane_gan_ns.runs import load_model
 
 MAX_LISTED_NAMES = 20
 """Unknown class names are answered with at most this many of the valid names."""

@@ -1,4 +1,6 @@
-"""StyleGAN2 building blocks shared by the generator backbone and the discriminator.
+"""StyleGAN2 building blocks shared by the generator backbone, the discriminator and the super-resolution: layers
+with equalised learning rate, modulated convolutions, FIR resampling, noise, minibatch std, and the mapping network
+(z and class -> w for the generator; class -> conditioning vector for the discriminator).
 
 Everything here is plain PyTorch.  Weights use the equalised learning rate of Karras et al.: parameters are
 stored with unit variance and scaled by ``1 / sqrt(fan_in)`` at run time, so that Adam sees every layer at the
@@ -13,7 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 NOISE_MODES = ("random", "const", "none")
@@ -286,3 +288,43 @@ class MinibatchStd(nn.Module):
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}, num_channels={self.num_channels}"
+
+
+class MappingNetwork(nn.Module):
+    """z and class label -> w, as in StyleGAN2-ADA.
+
+    The label is one-hot encoded and embedded to ``w_dim`` by a linear layer; z and the embedding are each
+    normalised to unit second moment and concatenated, then passed through ``num_layers`` fully connected
+    layers with leaky ReLU.  ``num_classes == 0`` is unconditional (labels are ignored); ``z_dim == 0`` maps the
+    label alone (used by the discriminator's projection conditioning).
+    """
+
+    def __init__(
+        self, z_dim: int, w_dim: int, num_classes: int, num_layers: int = 8, lr_multiplier: float = 0.01
+    ) -> None:
+        super().__init__()
+        if z_dim == 0 and num_classes == 0:
+            raise ValueError("MappingNetwork needs z_dim > 0 or num_classes > 0")
+        self.z_dim = z_dim
+        self.w_dim = w_dim
+        self.num_classes = num_classes
+        self.embed = EqualLinear(num_classes, w_dim) if num_classes > 0 else None
+        in_features = z_dim + (w_dim if num_classes > 0 else 0)
+        features = [in_features] + [w_dim] * num_layers
+        self.layers = nn.Sequential(
+            *[
+                EqualLinear(f_in, f_out, lr_multiplier=lr_multiplier, activation=True)
+                for f_in, f_out in zip(features[:-1], features[1:])
+            ]
+        )
+
+    def forward(
+        self, z: Optional[Float[Tensor, "b z_dim"]], labels: Optional[Int[Tensor, "b"]]
+    ) -> Float[Tensor, "b w_dim"]:
+        parts = []
+        if self.z_dim > 0:
+            parts.append(normalize_2nd_moment(z))
+        if self.embed is not None:
+            one_hot = F.one_hot(labels.long(), self.num_classes).to(self.embed.weight.dtype)
+            parts.append(normalize_2nd_moment(self.embed(one_hot)))
+        return self.layers(torch.cat(parts, dim=1))
