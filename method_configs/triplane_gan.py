@@ -30,6 +30,8 @@ from triplane_gan_ns.training.pipeline import GanPipelineConfig
 from triplane_gan_ns.training.progress import GanLocalWriterConfig
 from triplane_gan_ns.training.trainer import GanTrainerConfig
 
+# ns-train is nerfstudio's command; discovering this method is the only moment our code runs before it starts,
+# so this is where a UserError raised during training is made a one-line message instead of a traceback.
 install_excepthook()
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

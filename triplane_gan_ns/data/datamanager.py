@@ -11,26 +11,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from functools import lru_cache
+from importlib.metadata import entry_points
 from typing import Dict, Iterator, List, Literal, Optional, Type, Union
 
 import torch
 import torch.distributed as dist
 import tyro
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from triplane_gan_ns.data.dataset import ClassImageDataset
-from triplane_gan_ns.data.imagenet_dataparser import ImageFolderDataParserConfig
 from triplane_gan_ns.data.renders_dataparser import RendersDataParserConfig
 from triplane_gan_ns.errors import UserError
 
-DATAPARSERS = {
-    "triplane-gan-renders": RendersDataParserConfig(),
-    "triplane-gan-imagenet": ImageFolderDataParserConfig(),
-}
-"""The dataparsers a GAN datamanager accepts, by the name registered with nerfstudio (the subcommand name)."""
+
+
+def _registered_dataparsers() -> Dict[str, DataParserConfig]:
+    """This package's dataparsers as registered with nerfstudio (pyproject's ``nerfstudio.dataparser_configs``
+    entry points, the one table of them), by name."""
+    found = {
+        ep.name: ep.load().config
+        for ep in entry_points(group="nerfstudio.dataparser_configs")
+        if ep.value.startswith("triplane_gan_ns.")
+    }
+    return dict(sorted(found.items(), key=lambda item: item[0] != "triplane-gan-renders")) or {
+        "triplane-gan-renders": RendersDataParserConfig()
+    }
+
+
+DATAPARSERS = _registered_dataparsers()
+"""The dataparsers a GAN datamanager accepts, by the name registered with nerfstudio (the subcommand name);
+the embedded renders first."""
 
 DataParserChoice = tyro.conf.OmitSubcommandPrefixes[
     tyro.extras.subcommand_type_from_defaults(DATAPARSERS, prefix_names=False)  # type: ignore[misc]
