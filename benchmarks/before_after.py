@@ -75,7 +75,10 @@ def measure(figure: str, repeats: int) -> float:
             trainer.train_iteration(step)
         return (time.perf_counter() - start) / 8
     if figure.startswith("frame-"):
-        from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+        try:
+            from triplane_gan_ns.cameras import yaw_pitch_directions
+        except ImportError:  # revisions before the camera module
+            from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
 
         model = _model(figure.split("-")[1])
         direction = yaw_pitch_directions(torch.tensor([0.5]), torch.tensor([0.3]))

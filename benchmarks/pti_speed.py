@@ -32,7 +32,7 @@ def main() -> None:
     from skimage import data
 
     from triplane_gan_ns.errors import UserError
-    from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+    from triplane_gan_ns.cameras import yaw_pitch_directions
     from triplane_gan_ns.pti.invert import InversionConfig, invert
     from triplane_gan_ns.pti.perceptual import LpipsVgg, build_perceptual
 

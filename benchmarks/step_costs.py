@@ -81,7 +81,7 @@ def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str
 
     d, g, r = (_best(fn, repeats, device) for fn in (d_step, g_step, r1))
     model.eval()
-    from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+    from triplane_gan_ns.cameras import yaw_pitch_directions
 
     camera = model.pose_sampler.cameras_from_directions(yaw_pitch_directions(torch.tensor([0.5]), torch.tensor([0.3])), viewer_res)
     with torch.no_grad():

@@ -92,7 +92,7 @@ def mesh(run: Path, out: Path, tmp: Path) -> None:
 def pti(run: Path, out: Path, tmp: Path, steps: int) -> None:
     from triplane_gan_ns.data.embedded import render_shape
     from triplane_gan_ns.data.shapes import Shape
-    from triplane_gan_ns.pose_samplers.camera_utils import look_at
+    from triplane_gan_ns.cameras import look_at
 
     shape = Shape(kind="torus", size=0.45, aspect=0.35, color=(0.85, 0.35, 0.2))  # not in the training set
     eye = 2.5 * torch.tensor([math.cos(0.3), 0.0, math.sin(0.3)])  # yaw 0, pitch 0.3 rad

@@ -25,7 +25,7 @@ from triplane_gan_ns.data.embedded import (
     render_shape,
 )
 from triplane_gan_ns.data.shapes import CLASS_NAMES, MAX_RADIUS, Shape, random_shape
-from triplane_gan_ns.pose_samplers.camera_utils import look_at, uniform_sphere_directions
+from triplane_gan_ns.cameras import look_at, uniform_sphere_directions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = EmbeddedDatasetSpec(objects_per_class=2, views_per_object=3, resolution=32)

@@ -29,8 +29,8 @@ from triplane_gan_ns.alignment import (
     surface_moments,
 )
 from triplane_gan_ns.eval.geometry import camera_rays, opacity_statistics, project, reprojection_errors
-from triplane_gan_ns.pose_samplers.base import make_cameras, yaw_pitch_directions
-from triplane_gan_ns.pose_samplers.camera_utils import look_at
+from triplane_gan_ns.cameras import make_cameras, yaw_pitch_directions
+from triplane_gan_ns.cameras import look_at
 
 RADIUS = 0.5
 FAR = 10.0

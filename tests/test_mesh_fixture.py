@@ -14,7 +14,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from triplane_gan_ns.data.embedded import _focal
+from triplane_gan_ns.cameras import focal_from_fov
 from triplane_gan_ns.data.meshes import (
     generate_mesh_dataset,
     load_normalized_mesh,
@@ -29,7 +29,7 @@ from triplane_gan_ns.data.meshes import (
 from triplane_gan_ns.data.renders_dataparser import RendersDataParserConfig
 from triplane_gan_ns.data.shapes import MAX_RADIUS
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.pose_samplers.camera_utils import look_at
+from triplane_gan_ns.cameras import look_at
 
 VIEWS = 3
 RES = 32
@@ -110,7 +110,7 @@ def test_dataparser_reads_fixture(fixture_root: Path, meshes: Dict[str, List[Pat
     assert outputs.metadata["class_names"] == ["airplane", "bunny", "cow"]
     labels = outputs.metadata["labels"]
     assert torch.bincount(labels).tolist() == [len(meshes[c]) * VIEWS for c in ("airplane", "bunny", "cow")]
-    assert outputs.cameras.fx[0, 0].item() == pytest.approx(_focal(RES, FOV), rel=1e-5)
+    assert outputs.cameras.fx[0, 0].item() == pytest.approx(focal_from_fov(RES, FOV), rel=1e-5)
     assert int(outputs.cameras.width[0]) == RES and int(outputs.cameras.height[0]) == RES
     first = np.loadtxt(outputs.image_filenames[0].parent.parent / "pose" / "000000.txt")
     np.testing.assert_allclose(outputs.cameras.camera_to_worlds[0].numpy(), first[:3], atol=1e-6)
@@ -191,7 +191,7 @@ def test_sphere_depth_and_silhouette() -> None:
     assert depth[centre, centre].item() == pytest.approx(d - r, abs=2e-3)
     assert math.isinf(depth[0, 0].item()) and alpha[0, 0].item() == 0.0
     assert torch.all(rgb[0, 0] == 1.0)
-    focal = _focal(res, FOV)
+    focal = focal_from_fov(res, FOV)
     disc = math.pi * (focal * r / math.sqrt(d * d - r * r)) ** 2
     assert alpha.sum().item() == pytest.approx(disc, rel=0.03)
 

@@ -18,7 +18,7 @@ from run_fixture import trained_tiny_run  # noqa: F401  (pytest fixture)
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.runs import load_model
-from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+from triplane_gan_ns.cameras import yaw_pitch_directions
 from triplane_gan_ns.pti.invert import InversionConfig, invert, noise_regularization
 from triplane_gan_ns.pti.perceptual import LpipsVgg, build_perceptual, vgg16_weights_path
 

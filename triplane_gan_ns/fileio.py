@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from triplane_gan_ns.errors import UserError
+
 _TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)(\.[^.]*)?$")
 """Name of a temporary file of ``atomic_write``: ``.<stem>.tmp-<pid><suffix>``."""
 

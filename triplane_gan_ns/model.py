@@ -28,7 +28,8 @@ from triplane_gan_ns import registry
 from triplane_gan_ns.discriminators.stylegan2_resnet import StyleGAN2ResnetDiscriminatorConfig
 from triplane_gan_ns.generator import TriplaneGeneratorConfig
 from triplane_gan_ns.occupancy import OccupancyGrid
-from triplane_gan_ns.pose_samplers.base import PoseSampler, yaw_pitch_directions
+from triplane_gan_ns.cameras import orbit_directions, yaw_pitch_directions
+from triplane_gan_ns.pose_samplers.base import PoseSampler
 from triplane_gan_ns.pose_samplers.uniform_sphere import UniformSpherePoseSamplerConfig
 from triplane_gan_ns.superresolution import upsample_bilinear
 from triplane_gan_ns.viewer_controls import GeneratorControls, InitialView, PreviewLatent
@@ -168,7 +169,7 @@ class TriplaneGANModel(Model):
         if cameras is None:
             cameras = self.pose_sampler.sample(
                 z.shape[0] * views_per_latent,
-                neural_resolution or self.config.generator.neural_resolution,
+                neural_resolution or self.neural_resolution,
                 device=self.device,
                 generator=generator,
             )
@@ -176,12 +177,20 @@ class TriplaneGANModel(Model):
         out["ws"] = ws
         return out
 
+    @property
+    def neural_resolution(self) -> int:
+        """Side of the volume-rendered images (before super-resolution)."""
+        return self.config.generator.neural_resolution
+
+    def cameras(self, directions: Float[Tensor, "num 3"], resolution: Optional[int] = None) -> Cameras:
+        """Cameras looking at the object from ``directions`` at the pose sampler's radius and field of view, at
+        ``resolution`` (default: the neural resolution, what ``generate`` renders), on the model's device."""
+        resolution = self.neural_resolution if resolution is None else resolution
+        return self.pose_sampler.cameras_from_directions(directions, resolution).to(self.device)
+
     def orbit_cameras(self, num_views: int, elevation_degrees: float = 20.0) -> Cameras:
         """Cameras evenly spaced in azimuth around the object at the pose sampler's radius."""
-        yaw = torch.arange(num_views, dtype=torch.float32) * (2 * math.pi / num_views)
-        pitch = torch.full_like(yaw, math.radians(elevation_degrees))
-        dirs = yaw_pitch_directions(yaw, pitch)
-        return self.pose_sampler.cameras_from_directions(dirs, self.config.generator.neural_resolution)
+        return self.cameras(orbit_directions(num_views, elevation_degrees))
 
     @torch.no_grad()
     def sample_grid(

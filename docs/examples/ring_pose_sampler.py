@@ -14,7 +14,8 @@ from typing import Optional, Type
 import torch
 from torch import Tensor
 
-from triplane_gan_ns.pose_samplers.base import PoseSampler, PoseSamplerConfig, yaw_pitch_directions
+from triplane_gan_ns.cameras import yaw_pitch_directions
+from triplane_gan_ns.pose_samplers.base import PoseSampler, PoseSamplerConfig
 
 
 @dataclass

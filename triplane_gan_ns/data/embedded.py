@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from triplane_gan_ns.data.shapes import CLASS_NAMES, MAX_RADIUS, Shape, random_shape
-from triplane_gan_ns.pose_samplers.camera_utils import look_at, uniform_sphere_directions
+from triplane_gan_ns.cameras import focal_from_fov, look_at, uniform_sphere_directions
 
 DATASET_NAME = "embedded-shapes"
 LIGHT_DIRECTION: Tuple[float, float, float] = (0.35, 0.25, 1.0)
@@ -43,15 +43,11 @@ _HIT_EPS = 5e-4
 _NORMAL_EPS = 5e-4
 
 
-def _focal(resolution: int, fov_degrees: float) -> float:
-    return 0.5 * resolution / math.tan(math.radians(fov_degrees) / 2.0)
-
-
 def _camera_rays(
     camera_to_world: Float[Tensor, "n 3 4"], resolution: int, fov_degrees: float, supersample: int
 ) -> Tuple[Float[Tensor, "n rays 3"], Float[Tensor, "n rays 3"]]:
     """Unit ray directions through ``supersample``² evenly spaced points of every pixel, row-major."""
-    focal = _focal(resolution, fov_degrees)
+    focal = focal_from_fov(resolution, fov_degrees)
     centre = resolution / 2.0
     samples = resolution * supersample
     coords = (torch.arange(samples, dtype=torch.float32) + 0.5) / supersample
@@ -186,7 +182,7 @@ class EmbeddedDatasetSpec:
 
     @property
     def focal(self) -> float:
-        return _focal(self.resolution, self.fov_degrees)
+        return focal_from_fov(self.resolution, self.fov_degrees)
 
 
 def default_cache_dir() -> Path:

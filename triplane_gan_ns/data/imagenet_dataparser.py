@@ -28,8 +28,8 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from triplane_gan_ns.data import archive
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.pose_samplers.base import make_cameras
-from triplane_gan_ns.pose_samplers.camera_utils import look_at
+from triplane_gan_ns.cameras import make_cameras
+from triplane_gan_ns.cameras import look_at
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 SYNSET_MAPPING = "LOC_synset_mapping.txt"

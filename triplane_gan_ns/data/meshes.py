@@ -35,10 +35,10 @@ from jaxtyping import Bool, Float
 from PIL import Image
 from torch import Tensor
 
-from triplane_gan_ns.data.embedded import AMBIENT, DIFFUSE, LIGHT_DIRECTION, _camera_rays, _focal, _write_matrix
+from triplane_gan_ns.data.embedded import AMBIENT, DIFFUSE, LIGHT_DIRECTION, _camera_rays, _write_matrix
 from triplane_gan_ns.data.shapes import MAX_RADIUS
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.pose_samplers.camera_utils import look_at, uniform_sphere_directions
+from triplane_gan_ns.cameras import focal_from_fov, look_at, uniform_sphere_directions
 
 DATASET_NAME = "mesh-renders"
 DATASET_VERSION = 1
@@ -365,7 +365,7 @@ def _write_dataset(
     generator = torch.Generator().manual_seed(int(spec["seed"]))
     res = int(spec["resolution"])
     views = int(spec["views_per_object"])
-    focal = _focal(res, spec["fov_degrees"])
+    focal = focal_from_fov(res, spec["fov_degrees"])
     intrinsics = f"{focal:.6f} {res / 2.0:.6f} {res / 2.0:.6f} 0.\n0. 0. 0.\n1.\n{res} {res}\n"
     bottom = np.array([[0.0, 0.0, 0.0, 1.0]])
     bar = _progress_bar(progress)

@@ -39,7 +39,7 @@ from triplane_gan_ns.eval.fidelity import (
 from triplane_gan_ns.latents import check_truncation, resolve_device
 from triplane_gan_ns.runs import load_model, read_run_config
 from triplane_gan_ns.model import TriplaneGANModel
-from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+from triplane_gan_ns.cameras import yaw_pitch_directions
 from triplane_gan_ns.fileio import atomic_write
 
 GEOMETRY_YAW_OFFSET = math.radians(30.0)
@@ -122,7 +122,7 @@ def generated_batches(
         count = min(batch_size, num - start)
         labels = (torch.arange(start, start + count) % model.num_classes).to(model.device)
         z = torch.randn(count, model.generator.backbone.z_dim, generator=gen).to(model.device)
-        cameras = model.pose_sampler.sample(count, model.config.generator.neural_resolution, generator=gen)
+        cameras = model.pose_sampler.sample(count, model.neural_resolution, generator=gen)
         with torch.no_grad():
             out = model.generate(z, labels, cameras=cameras, truncation_psi=truncation, noise_mode="const", use_ema=True)
         yield out["image"].clamp(0, 1).float()
@@ -207,10 +207,9 @@ def view_pair_metrics(model: TriplaneGANModel, ws: Tensor, gen: torch.Generator)
     n = ws.shape[0]
     yaw = torch.rand(n, generator=gen) * 2 * math.pi
     pitch = (torch.rand(n, generator=gen) - 0.5) * 0.8
-    res = model.config.generator.neural_resolution
     views = []
     for offset in (0.0, GEOMETRY_YAW_OFFSET):
-        cameras = model.pose_sampler.cameras_from_directions(yaw_pitch_directions(yaw + offset, pitch), res).to(model.device)
+        cameras = model.cameras(yaw_pitch_directions(yaw + offset, pitch))
         with torch.no_grad():
             out = model.generator_ema.render(ws, cameras, noise_mode="const")
         views.append(((out["image_raw"].clamp(0, 1), out["depth"], out["accumulation"]), cameras))

@@ -110,7 +110,7 @@ def generate_images(
     num_classes = model.num_classes
     labels = torch.arange(num_classes).repeat_interleave(num_per_class)
     z = torch.randn(labels.shape[0], model.generator.backbone.z_dim, generator=gen)
-    cameras = model.pose_sampler.sample(labels.shape[0], model.config.generator.neural_resolution, generator=gen)
+    cameras = model.pose_sampler.sample(labels.shape[0], model.neural_resolution, generator=gen)
     images = []
     for start in range(0, labels.shape[0], batch_size):
         end = min(start + batch_size, labels.shape[0])

@@ -20,7 +20,6 @@ super-resolution), in chunks of rays.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +35,11 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
+from triplane_gan_ns.cameras import look_at, make_cameras, orbit_directions
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.fileio import atomic_write, check_writable_dir
 from triplane_gan_ns.latents import Latent, check_finite, check_truncation, latents_from_args, open_model
 from triplane_gan_ns.model import TriplaneGANModel
-from triplane_gan_ns.pose_samplers.base import make_cameras, yaw_pitch_directions
-from triplane_gan_ns.pose_samplers.camera_utils import look_at
-from triplane_gan_ns.fileio import atomic_write, check_writable_dir
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
 BYTES_PER_PIXEL = 4 * (3 + 1 + 1) + 3
@@ -117,10 +115,7 @@ def orbit_cameras(
 ) -> Cameras:
     """Cameras at azimuths ``k * 360 / num_views`` looking at the origin; ``closed`` adds ``k = num_views``,
     which is the very same camera as ``k = 0`` (so the orbit's last frame equals its first)."""
-    k = torch.arange(num_views + (1 if closed else 0))
-    yaw = (k % num_views).float() * (2 * math.pi / num_views)
-    pitch = torch.full_like(yaw, math.radians(elevation_degrees))
-    eyes = radius * yaw_pitch_directions(yaw, pitch)
+    eyes = radius * orbit_directions(num_views, elevation_degrees, closed)
     return make_cameras(look_at(eyes), resolution, fov_degrees)
 
 
@@ -311,7 +306,7 @@ def render_latents(config: RenderLatents) -> List[Path]:
     radius = config.radius if config.radius is not None else sampler.radius
     fov = config.fov_degrees if config.fov_degrees is not None else sampler.fov_degrees
     raw = config.resolution is not None and config.resolution != model.resolution
-    camera_resolution = config.resolution if raw else model.config.generator.neural_resolution
+    camera_resolution = config.resolution if raw else model.neural_resolution
     if raw:
         CONSOLE.print(
             f"Rendering raw volume rendering at {config.resolution}² (no super-resolution; "

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Optional, Type
 
 import torch
 from jaxtyping import Float
-from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
-from triplane_gan_ns.pose_samplers.camera_utils import look_at
+from triplane_gan_ns.cameras import look_at, make_cameras
 
 
 @dataclass
@@ -24,25 +23,6 @@ class PoseSamplerConfig(InstantiateConfig):
     """Distance of the camera from the scene centre."""
     fov_degrees: float = 40.0
     """Vertical (= horizontal) field of view of the square images."""
-
-
-def make_cameras(
-    camera_to_worlds: Float[Tensor, "num 3 4"], resolution: int, fov_degrees: float
-) -> Cameras:
-    """Square pinhole nerfstudio cameras (OpenGL convention: the camera looks down its -z axis)."""
-    focal = 0.5 * resolution / math.tan(math.radians(fov_degrees) / 2.0)
-    num = camera_to_worlds.shape[0]
-    ones = torch.ones(num, 1, device=camera_to_worlds.device)
-    return Cameras(
-        camera_to_worlds=camera_to_worlds,
-        fx=ones * focal,
-        fy=ones * focal,
-        cx=ones * (resolution / 2.0),
-        cy=ones * (resolution / 2.0),
-        width=torch.full((num, 1), resolution, dtype=torch.long, device=camera_to_worlds.device),
-        height=torch.full((num, 1), resolution, dtype=torch.long, device=camera_to_worlds.device),
-        camera_type=CameraType.PERSPECTIVE,
-    )
 
 
 class PoseSampler:
@@ -74,10 +54,3 @@ class PoseSampler:
     def cameras_from_directions(self, directions: Float[Tensor, "num 3"], resolution: int) -> Cameras:
         eyes = self.config.radius * torch.nn.functional.normalize(directions, dim=-1)
         return make_cameras(look_at(eyes), resolution, self.config.fov_degrees)
-
-
-def yaw_pitch_directions(yaw: Float[Tensor, "num"], pitch: Float[Tensor, "num"]) -> Float[Tensor, "num 3"]:
-    """Directions from yaw (azimuth about +z, 0 = +x, the front) and pitch (elevation above the xy plane)."""
-    return torch.stack(
-        [torch.cos(pitch) * torch.cos(yaw), torch.cos(pitch) * torch.sin(yaw), torch.sin(pitch)], dim=-1
-    )

@@ -10,7 +10,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from triplane_gan_ns.pose_samplers.base import PoseSampler, PoseSamplerConfig, yaw_pitch_directions
+from triplane_gan_ns.cameras import yaw_pitch_directions
+from triplane_gan_ns.pose_samplers.base import PoseSampler, PoseSamplerConfig
 
 
 @dataclass

@@ -9,8 +9,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from triplane_gan_ns.cameras import uniform_sphere_directions
 from triplane_gan_ns.pose_samplers.base import PoseSampler, PoseSamplerConfig
-from triplane_gan_ns.pose_samplers.camera_utils import uniform_sphere_directions
 
 
 @dataclass

@@ -36,7 +36,7 @@ from triplane_gan_ns.export.video import RenderLatents
 from triplane_gan_ns.fileio import atomic_write
 from triplane_gan_ns.runs import load_model, write_tuned_run
 from triplane_gan_ns.model import TriplaneGANModel
-from triplane_gan_ns.pose_samplers.base import yaw_pitch_directions
+from triplane_gan_ns.cameras import yaw_pitch_directions
 from triplane_gan_ns.pti.invert import InversionConfig, invert
 from triplane_gan_ns.pti.perceptual import PerceptualName, build_perceptual
 
@@ -53,7 +53,7 @@ def to_png(image: torch.Tensor, path: Path) -> None:
 @torch.no_grad()
 def guess_class(model: TriplaneGANModel, photo: torch.Tensor, chunk: int = 64) -> int:
     """The class whose conditioning makes the discriminator find the photo most real."""
-    raw = model.neural_copy(photo, model.config.generator.neural_resolution)
+    raw = model.neural_copy(photo, model.neural_resolution)
     images = model.discriminator_images(photo, raw) * 2 - 1  # what the discriminator saw of real photos
     scores = []
     for start in range(0, model.num_classes, chunk):
@@ -166,10 +166,9 @@ class Invert:
         target = torch.from_numpy(array).permute(2, 0, 1)[None].float().div(255).to(self.device)
         if class_index is None:
             class_index = guess_class(model, target)
-        camera = model.pose_sampler.cameras_from_directions(
-            yaw_pitch_directions(torch.tensor([math.radians(self.yaw_degrees)]), torch.tensor([math.radians(self.pitch_degrees)])),
-            model.config.generator.neural_resolution,
-        ).to(self.device)
+        camera = model.cameras(
+            yaw_pitch_directions(torch.tensor([math.radians(self.yaw_degrees)]), torch.tensor([math.radians(self.pitch_degrees)]))
+        )
         generator = copy.deepcopy(model.generator_ema)
         columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
