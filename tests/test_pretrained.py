@@ -15,7 +15,7 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from triplane_gan_ns import pretrained
+from triplane_gan_ns.pretrained import vgg16 as pretrained
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.pti.perceptual import LpipsVgg, vgg16_weights_path
 

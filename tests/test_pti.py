@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from run_fixture import trained_tiny_run  # noqa: F401  (pytest fixture)
 
-from triplane_gan_ns import pretrained
+from triplane_gan_ns.pretrained import vgg16 as pretrained
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.runs import load_model
 from triplane_gan_ns.cameras import yaw_pitch_directions

@@ -85,7 +85,7 @@ class EffNetFeatures(nn.Module):
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__()
-        from triplane_gan_ns.eval.features import load_features
+        from triplane_gan_ns.pretrained.efficientnet_lite0 import load_features
 
         self.net = load_features(device)
 

@@ -26,7 +26,7 @@ from triplane_gan_ns.eval.metrics import FD_NAME, features_of_images, frechet_di
 
 if TYPE_CHECKING:
     from triplane_gan_ns.data.dataset import ClassImageDataset
-    from triplane_gan_ns.eval.features import EfficientNetLite0Features
+    from triplane_gan_ns.pretrained.efficientnet_lite0 import EfficientNetLite0Features
     from triplane_gan_ns.model import TriplaneGANModel
 
 

@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from triplane_gan_ns.eval.features import EfficientNetLite0Features
+    from triplane_gan_ns.pretrained.efficientnet_lite0 import EfficientNetLite0Features
 
 FD_NAME = "FD-EffNetLite0"
 KID_NAME = "KID-EffNetLite0"

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.fileio import torch_load_reason
-from triplane_gan_ns.pretrained import WeightsNotInstalled, vgg16_features_file
+from triplane_gan_ns.pretrained.vgg16 import WeightsNotInstalled, vgg16_features_file
 
 PerceptualName = Literal["lpips-vgg", "efficientnet-lite0"]
 VGG16_FILE = "vgg16-397923af.pth"
@@ -88,7 +88,7 @@ class EfficientNetDistance(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from triplane_gan_ns.eval.features import EfficientNetLite0Features
+        from triplane_gan_ns.pretrained.efficientnet_lite0 import EfficientNetLite0Features
 
         self.features = EfficientNetLite0Features(differentiable=True)
 
