@@ -191,7 +191,7 @@ def test_bad_inputs_are_one_line_and_batch_mode_continues(trained_tiny_run, tmp_
 
 
 def test_output_folders_stay_inside_and_never_collide():
-    from triplane_gan_ns.pti.command import output_folders
+    from triplane_gan_ns.cli.invert import output_folders
 
     photos = [Path(p) for p in ("in/a.jpg", "in/a.png", "in/...png", "in/..", "in/.hidden.png", "in/b c.png",
                                 "in/b_c.png", "in/A.PNG", "in/x.tar.gz")]

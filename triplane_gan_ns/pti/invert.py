@@ -32,6 +32,7 @@ from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor, nn
 
 from triplane_gan_ns.generator import TriplaneGenerator
+from triplane_gan_ns.model import TriplaneGANModel
 
 
 @dataclass
@@ -240,3 +241,15 @@ def invert(
         start=w_start.view(1, 1, -1).expand(1, backbone.num_ws, -1).clone(),
         losses={"latent": rows1, "generator": rows2},
     )
+
+
+@torch.no_grad()
+def guess_class(model: TriplaneGANModel, photo: torch.Tensor, chunk: int = 64) -> int:
+    """The class whose conditioning makes the discriminator find the photo most real."""
+    raw = model.neural_copy(photo, model.neural_resolution)
+    images = model.discriminator_images(photo, raw) * 2 - 1  # what the discriminator saw of real photos
+    scores = []
+    for start in range(0, model.num_classes, chunk):
+        labels = torch.arange(start, min(start + chunk, model.num_classes), device=photo.device)
+        scores.append(model.discriminator(images.expand(len(labels), -1, -1, -1), labels))
+    return int(torch.cat(scores).argmax())

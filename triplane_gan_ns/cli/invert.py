@@ -1,4 +1,5 @@
-"""``triplane-gan invert``: one photo (or a folder of photos) to a 3D model with two-stage PTI.
+"""``triplane-gan invert``: one photo (or a folder of photos) to a 3D model with two-stage PTI (``pti/``), then
+views, a turntable and a mesh of the result (``export/``).
 
 For each photo, ``OUTPUT_DIR/<photo stem>/`` (the stem made a plain folder name; ``<stem>-<suffix>`` when photos
 of a folder share a stem, e.g. ``a.jpg`` and ``a.png``; the folder of every photo is printed) receives: ``input.png`` (the aligned photo: centre-cropped to a
@@ -37,7 +38,7 @@ from triplane_gan_ns.fileio import atomic_write
 from triplane_gan_ns.runs import load_model, write_tuned_run
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.cameras import yaw_pitch_directions
-from triplane_gan_ns.pti.invert import InversionConfig, invert
+from triplane_gan_ns.pti.invert import InversionConfig, guess_class, invert
 from triplane_gan_ns.pti.perceptual import PerceptualName, build_perceptual
 
 PHOTO_SUFFIXES = IMAGE_SUFFIXES | {".jpeg", ".tif", ".tiff", ".gif"}
@@ -48,18 +49,6 @@ def to_png(image: torch.Tensor, path: Path) -> None:
     array = (image.detach().reshape(-1, *image.shape[-2:]).permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255)
     pil = Image.fromarray(array.round().astype(np.uint8))
     atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
-
-
-@torch.no_grad()
-def guess_class(model: TriplaneGANModel, photo: torch.Tensor, chunk: int = 64) -> int:
-    """The class whose conditioning makes the discriminator find the photo most real."""
-    raw = model.neural_copy(photo, model.neural_resolution)
-    images = model.discriminator_images(photo, raw) * 2 - 1  # what the discriminator saw of real photos
-    scores = []
-    for start in range(0, model.num_classes, chunk):
-        labels = torch.arange(start, min(start + chunk, model.num_classes), device=photo.device)
-        scores.append(model.discriminator(images.expand(len(labels), -1, -1, -1), labels))
-    return int(torch.cat(scores).argmax())
 
 
 def _folder_name(text: str) -> str:
