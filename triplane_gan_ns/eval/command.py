@@ -84,7 +84,7 @@ class Evaluate:
     shape_instances: int = 3
     """True shapes per class that each generated object is aligned to (the closest counts)."""
     shape_threshold: Optional[float] = None
-    """Density at the generated surface (default: export-mesh's density threshold)."""
+    """Density at the generated surface (default: 10, EG3D's level, the same for every object)."""
     truncation: float = 1.0
     """Truncation psi of the generated images (1 = none, the standard for FID)."""
     batch_size: int = 32
