@@ -301,6 +301,7 @@ EVAL = {
     "unknown metric": (["--metrics", "fid,psnr"], "unknown metric psnr"),
     "truncation nan": (["--truncation", "nan"], "--truncation nan is not a finite number"),
     "too few images": (["--num-gen", "1"], "--num-gen"),
+    "no nfs latents": (["--metrics", "nfs", "--num-nfs", "0"], "--num-nfs must be positive"),
     "malicious inception weights": (["--metrics", "fid", "--inception-weights", "{evil_pickle}"], "unsupported GLOBAL"),
     "malicious config": (["--load-config", "{evil_config}", "--metrics", "fd-effnetlite0"], "is not allowed"),
 }

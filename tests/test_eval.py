@@ -4,6 +4,10 @@ real-feature caching, and one-line errors for missing weights and bad options.""
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +16,8 @@ from run_fixture import trained_tiny_run  # noqa: F401  (pytest fixture)
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.eval.command import Evaluate, evaluate, parse_metrics
-from triplane_gan_ns.eval.fidelity import INCEPTION_FILE, INCEPTION_URL, compute_metrics, inception_weights
+from triplane_gan_ns.eval.flatness import NUM_BINS, non_flatness_score, per_image_non_flatness
+from triplane_gan_ns.eval.fidelity import INCEPTION_FILE, INCEPTION_URL, compute_metrics, inception_weights, per_class_metrics
 from triplane_gan_ns.eval.metrics import FD_NAME, KID_NAME, frechet_distance
 
 
@@ -50,6 +55,29 @@ def test_metric_values_agree_with_independent_computations():
     assert compute_metrics(("is",), {"inception": {"logits": confident}}, {})["IS"] == pytest.approx(10.0, rel=0.01)
 
 
+def test_per_class_metrics_are_the_metrics_of_each_class_subset():
+    gen = torch.Generator().manual_seed(1)
+    fake_labels, real_labels = torch.arange(60) % 3, torch.tensor([0] * 30 + [1] * 25 + [2] * 1)
+    a, b = torch.randn(60, 8, generator=gen), torch.randn(56, 8, generator=gen) + real_labels[:, None] * 0.3
+    fake = {"inception": {"pool": a, "logits": torch.zeros(60, 10)}, "effnet": {"pool": a * 2}}
+    real = {"inception": {"pool": b}, "effnet": {"pool": b * 2}}
+    metrics = ("fid", "kid", "is", "fd-effnetlite0", "kid-effnetlite0")
+    values = per_class_metrics(metrics, fake, fake_labels, real, real_labels, ["x", "y", "z"], kid_subset_size=10)
+    # class z has a single real image: left out; IS is not a two-set metric: no per-class IS
+    assert set(values) == {f"{k}/{c}" for k in ("FID", "KID", "KID_std", FD_NAME, KID_NAME, f"{KID_NAME}_std") for c in "xy"}
+    for c, name in ((0, "x"), (1, "y")):
+        f, r = fake_labels == c, real_labels == c
+        alone = compute_metrics(
+            ("fid", "kid", "fd-effnetlite0", "kid-effnetlite0"),
+            {"inception": {"pool": a[f]}, "effnet": {"pool": a[f] * 2}},
+            {"inception": {"pool": b[r]}, "effnet": {"pool": b[r] * 2}},
+            kid_subset_size=10,
+        )
+        for key, value in alone.items():
+            assert values[f"{key}/{name}"] == pytest.approx(value, rel=1e-9), (key, name)
+    assert values["FID/y"] > values["FID/x"]  # class y's real features are shifted further
+
+
 def test_missing_or_foreign_inception_weights_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(UserError) as err:
@@ -72,6 +100,38 @@ def test_metric_names_are_checked():
     assert parse_metrics("none") == ()
     with pytest.raises(UserError, match="unknown metric fdi; choose from fid"):
         parse_metrics("fdi,kid")
+    assert parse_metrics("NFS,fd-effnetlite0") == ("nfs", "fd-effnetlite0")
+
+
+# ---- non-flatness score ------------------------------------------------------------------------------------
+def test_nfs_of_a_flat_plane_is_one():
+    near, far = torch.tensor([1.5, 1.5, 0.5]), torch.tensor([3.5, 3.5, 4.0])
+    depth = torch.stack([torch.full((32, 32), 2.2), torch.full((32, 32), 3.5), torch.full((32, 32), 0.5)])
+    assert non_flatness_score(depth, near, far) == pytest.approx(1.0, abs=1e-6)  # the range's ends included
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 16, 64])
+def test_nfs_of_a_ramp_over_k_bins_is_k(k):
+    """A linear depth ramp across exactly k of the 64 bins, each holding the same number of pixels: the
+    normalised histogram is uniform over k bins, entropy log k, score k."""
+    near, far = 1.5, 3.5
+    width = (far - near) / NUM_BINS
+    first = (NUM_BINS - k) // 2
+    pixels = 12 * k
+    ramp = near + (first + (torch.arange(pixels, dtype=torch.float64) + 0.5) / pixels * k) * width
+    depth = ramp.view(1, 12, k).float()
+    score = per_image_non_flatness(depth, torch.tensor([near]), torch.tensor([far]))
+    assert float(score[0]) == pytest.approx(k, rel=1e-9)
+    # mixed with a plane: the score is the mean over images
+    plane = torch.full_like(depth, 2.0)
+    pair = non_flatness_score(torch.cat([depth, plane]), torch.tensor([near] * 2), torch.tensor([far] * 2))
+    assert pair == pytest.approx((k + 1) / 2, rel=1e-9)
+
+
+def test_nfs_of_uneven_histograms_is_exp_entropy():
+    depth = torch.tensor([1.0] * 3 + [2.0]).view(1, 2, 2)  # bins 0 and 32 of [1, 3]: p = (3/4, 1/4)
+    expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert float(per_image_non_flatness(depth, torch.tensor([1.0]), torch.tensor([3.0]))[0]) == pytest.approx(expected)
 
 
 def _median_density(run):
@@ -119,6 +179,12 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     expected |= aligned
     assert expected <= set(values), expected - set(values)
     assert written["step"] == 3 and written["num_gen"] == 12 and written["num_real"] == 12
+    assert written["seed"] == 0 and written["resolution"] == 32 and written["unreadable_real"] == 0
+    assert set(written["feature_networks"]) == {"inception", "effnet"}
+    assert "Inception-v3" in written["feature_networks"]["inception"] and str(weights) in written["feature_networks"]["inception"]
+    assert "EfficientNet-Lite0" in written["feature_networks"]["effnet"]
+    hashes = written["real_features_sha256"]
+    assert set(hashes) == {"inception", "effnet"} and all(len(h) == 64 and int(h, 16) >= 0 for h in hashes.values())
     assert values["FID"] >= 0 and values[FD_NAME] >= 0 and values["IS"] >= 1.0
     assert values["shape_num_classes"] == 4 and values["shape_class_correct"] in (0, 1, 2, 3, 4)
     assert values["shape_empty_fraction"] < 1  # objects with a surface were aligned and scored
@@ -130,7 +196,9 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     matrix = written["shape_fscore_matrix"]  # generated class -> true class -> mean F-score
     assert matrix and all(set(row) == set(classes) and all(0 <= v <= 1 for v in row.values()) for row in matrix.values())
     # real features are cached: a second evaluation reads them and reproduces every value
-    again = evaluate(config)["metrics"]
+    repeated = evaluate(config)
+    assert repeated["real_features_sha256"] == hashes and repeated["num_real"] == 12
+    again = repeated["metrics"]
     for key, value in values.items():
         assert again[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
     # the values are logged to the run's tensorboard
@@ -142,3 +210,45 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     assert np.isclose(acc.Scalars("Eval/FID")[-1].value, values["FID"], rtol=1e-4)
     assert np.isclose(acc.Scalars("Eval/shape_fscore")[-1].value, values["shape_fscore"], rtol=1e-4)
     assert "Eval/shape_fscore/torus" in acc.Tags()["scalars"]
+
+
+def test_eval_nfs_on_a_trained_run_writes_a_finite_score(trained_tiny_run, tmp_path):
+    """``triplane-gan eval --metrics nfs``: no real images or feature networks needed; the JSON holds NFS and
+    how it was made."""
+    output = tmp_path / "nfs.json"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("triplane-gan")), "eval", "--load-config", str(trained_tiny_run / "config.yml"),
+            "--metrics", "nfs", "--num-nfs", "6", "--batch-size", "4", "--no-geometry", "--seed", "3",
+            "--output", str(output), "--device", "cpu",
+        ],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(output.read_text())
+    assert math.isfinite(written["metrics"]["NFS"]) and 1.0 <= written["metrics"]["NFS"] <= NUM_BINS
+    assert written["num_nfs"] == 6 and written["nfs_resolution"] == 32 and written["seed"] == 3
+    assert "NFS" in result.stdout
+
+
+def test_eval_per_class_writes_each_class(trained_tiny_run, tmp_path):
+    """``--per-class``: FD- and KID-EffNetLite0 of each class's generated images against its real images."""
+    config = Evaluate(
+        load_config=trained_tiny_run / "config.yml",
+        metrics="fd-effnetlite0,kid-effnetlite0",
+        num_gen=8,
+        num_real=12,
+        geometry=False,
+        per_class=True,
+        batch_size=8,
+        kid_subset_size=4,
+        output=tmp_path / "eval.json",
+        device="cpu",
+    )
+    written = evaluate(config)
+    values = written["metrics"]
+    real_classes = {c for c in ("cube", "cylinder", "sphere", "torus") if f"{FD_NAME}/{c}" in values}
+    assert real_classes  # classes with at least two real images among the 12
+    for c in real_classes:
+        assert values[f"{FD_NAME}/{c}"] >= 0 and np.isfinite(values[f"{KID_NAME}/{c}"])
+    assert written["feature_networks"].keys() == {"effnet"} and written["real_features_sha256"].keys() == {"effnet"}

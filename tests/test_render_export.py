@@ -5,6 +5,7 @@ and one-line errors for bad input."""
 from __future__ import annotations
 
 import math
+import re
 import struct
 import subprocess
 import sys
@@ -21,7 +22,14 @@ from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
 from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes
-from triplane_gan_ns.surface import density_grid, extract_mesh, keep_largest_components, mesh_from_grid
+from triplane_gan_ns.surface import (
+    automatic_threshold,
+    density_grid,
+    extract_mesh,
+    keep_largest_components,
+    mesh_from_grid,
+    opaque_level,
+)
 from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_view, render_views
 from triplane_gan_ns.runs import load_model
 
@@ -234,6 +242,47 @@ def test_threshold_never_reached_is_a_user_error():
         extract_mesh(_ball((0, 0, 0), 0.5, value=3.0), None, 16, 1.0, threshold=10.0)
 
 
+def _ramp_ball(slope: float, radius: float):
+    """Density ``slope * (radius - r)`` inside the ball, 0 outside: along a ray through the centre, ``s`` deep
+    into the ball, the optical depth is ``slope s² / 2``."""
+    return lambda p: slope * (radius - p.norm(dim=-1)).clamp(min=0)
+
+
+def _radial_rays(num: int, distance: float = 2.0):
+    """Rays from random points at ``distance`` from the centre, aimed at it."""
+    towards = torch.nn.functional.normalize(torch.randn(num, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    return towards * distance, -towards
+
+
+def test_automatic_threshold_is_where_rays_become_opaque_on_an_analytic_ball():
+    """Opacity 1/2 is optical depth ln 2, reached ``s = sqrt(2 ln 2 / slope)`` deep, where the density is
+    ``sqrt(2 ln 2 slope)``; every ray through the centre crosses there."""
+    slope, radius = 40.0, 0.6
+    expected = math.sqrt(2 * math.log(2) * slope)  # 7.45, reached 0.19 deep: inside the ball
+    level, opacity = automatic_threshold(_ramp_ball(slope, radius), *_radial_rays(300), bound=1.0)
+    assert opacity == 0.5 and level == pytest.approx(expected, rel=0.01)
+    # a denser ball becomes opaque sooner, at a higher density
+    assert automatic_threshold(_ramp_ball(4 * slope, radius), *_radial_rays(300), bound=1.0)[0] == pytest.approx(2 * expected, rel=0.01)
+
+    # a faint ball never gets opaque: the level is where the rays reach half their own opacity instead
+    faint = 1.0
+    most = 1 - math.exp(-faint * radius**2)  # the whole chord: optical depth slope * radius²
+    depth = math.sqrt(-2 * math.log(1 - most / 2) / faint)
+    level, opacity = automatic_threshold(_ramp_ball(faint, radius), *_radial_rays(300), bound=1.0)
+    assert opacity == pytest.approx(most / 2, rel=1e-3) and level == pytest.approx(faint * depth, rel=0.01)
+
+    with pytest.raises(UserError, match="zero along every ray"):
+        automatic_threshold(lambda p: torch.zeros(p.shape[0]), *_radial_rays(10), bound=1.0)
+
+
+def test_opaque_level_is_the_median_over_opaque_rays():
+    deltas = torch.full((4, 3), 0.5)
+    density = torch.tensor([[0.0, 3.0, 9.0], [1.0, 2.0, 4.0], [0.1, 0.1, 0.1], [5.0, 0.0, 0.0]])
+    # opacity after each sample: ray 0 crosses 1/2 in sample 1 (3), ray 1 in sample 1 (2), ray 3 in sample 0
+    # (5); ray 2 never does
+    assert opaque_level(density, deltas) == (3.0, 0.5)
+
+
 def test_mrc_header_and_data():
     grid = np.random.default_rng(0).random((5, 6, 7), dtype=np.float32)
     data = mrc_bytes(grid, voxel_size=0.5, origin=-1.0)
@@ -248,8 +297,9 @@ def test_mrc_header_and_data():
 
 # ---- meshes of the trained generator ----------------------------------------------------------------------
 def test_export_mesh_of_a_generated_latent(run_dir, model, tmp_path):
-    """The 4-step generator's density stays far below the default threshold (10), so this test asks for the
-    90th percentile of its own density lattice instead (and checks the default gives the clear error)."""
+    """A fixed level (the 90th percentile of the 4-step generator's own density lattice) gives the same mesh as
+    marching cubes in this process; the automatic default meshes the same generator and prints its level; EG3D's
+    level 10, far above this generator's density, is a clear one-line error."""
     density_fn, _ = latent_field_fns(model, Latent(class_index=1, seed=3, truncation_psi=0.7))
     grid = density_grid(density_fn, 32, model.generator_ema.config.scene_bound)
     threshold = float(np.quantile(grid, 0.9))
@@ -272,12 +322,24 @@ def test_export_mesh_of_a_generated_latent(run_dir, model, tmp_path):
     assert len(in_process.faces) == len(mesh.faces)
 
     result = _cli(
-        "export-mesh", "--load-config", config, "--class", "1", "--seed", "3", "--resolution", "16",
+        "export-mesh", "--load-config", config, "--class", "1", "--seed", "3", "--resolution", "32",
         "--output", str(tmp_path / "default.glb"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    chosen = re.search(r"density threshold: auto → ([0-9.e+-]+) \(where the renders become opaque\)", result.stdout)
+    assert chosen, result.stdout[-2000:]
+    level = float(chosen.group(1))
+    assert grid.min() < level < grid.max()
+    mesh = trimesh.load(tmp_path / "default.glb", force="mesh")
+    assert len(mesh.faces) > 200 and (np.abs(mesh.vertices) <= 1.0 + 1e-6).all()
+
+    result = _cli(
+        "export-mesh", "--load-config", config, "--class", "1", "--seed", "3", "--resolution", "16",
+        "--density-threshold", "10", "--output", str(tmp_path / "ten.glb"),
     )
     assert result.returncode == 1
     assert len(_error_lines(result)) == 1 and "never exceeds the threshold 10" in result.stderr
-    assert not (tmp_path / "default.glb").exists()
+    assert not (tmp_path / "ten.glb").exists()
 
 
 # ---- bad input: one line ----------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_renderer_matches_nerfstudio_reference_images_and_gradients(tiny_model, 
 
     torch.manual_seed(5)  # training draws jitter: both paths must draw the same numbers in the same order
     new = gen.render_batched(planes, origins.view(3, 200, 3), directions.view(3, 200, 3))
-    new = {k: v.reshape(600, -1) for k, v in new.items()}
+    new = {k: v.reshape(600, -1) for k, v in new.items() if k != "weighted_distance"}  # nerfstudio has no such output
     loss_new = sum((v * torch.linspace(0.5, 1.5, v.shape[-1])).sum() for v in new.values())
     grads_new = torch.autograd.grad(loss_new, [planes] + list(gen.field.parameters()))
 
@@ -243,3 +243,42 @@ def test_raw_density_is_the_decoder_output_before_activation_and_box():
     torch.testing.assert_close(density, F.softplus(raw + field.config.density_shift) * inside)
     assert (~inside).any() and (raw[~inside[..., 0]] != 0).all()  # the regulariser sees it outside the box too
     assert not torch.allclose(raw * inside, density, atol=1e-3)  # a different quantity, not the density again
+
+
+def test_density_transform_zeroes_each_latents_lower_half_in_both_passes():
+    """``zero_below_quantile(0.5)`` inside the renderer: in each pass and for each latent separately, exactly the
+    samples below that latent's median density become 0 (half of them, up to ties) and the others keep their
+    value; what the transform returns is what gets composited."""
+    field, density = _sphere_field(radius=0.6, sigma=8.0)
+    scale = torch.tensor([1.0, 3.0]).view(2, 1, 1)  # the second latent is denser: its own median counts
+    haze = lambda p: density(p) * scale + 0.2  # noqa: E731  (a haze that the transform removes)
+    scaled = lambda p: (haze(p), field(p)[1])  # noqa: E731
+    origins, directions, _ = _rays(2, 300, seed=4)
+    origins, directions = origins.view(2, 300, 3), directions.view(2, 300, 3)
+    zero_half = renderer.zero_below_quantile(0.5)
+    seen = []
+
+    def recording(values):
+        out = zero_half(values)
+        seen.append((values, out))
+        return out
+
+    kwargs = dict(bound=1.0, num_coarse=16, num_importance=16, background="white")
+    with torch.no_grad():
+        plain = renderer.render(scaled, haze, origins, directions, **kwargs)
+        halved = renderer.render(scaled, haze, origins, directions, density_transform=recording, **kwargs)
+        nothing = renderer.render(scaled, haze, origins, directions, density_transform=torch.zeros_like, **kwargs)
+    assert [v.shape for v, _ in seen] == [(2, 300, 16), (2, 300, 33)]  # coarse pass, then the rendered samples
+    for values, out in seen:
+        for b in range(2):
+            v, o = values[b].reshape(-1), out[b].reshape(-1)
+            assert bool((v > 0).all())
+            median = torch.quantile(v, 0.5)
+            assert bool((o[v < median] == 0).all()) and torch.equal(o[v >= median], v[v >= median])
+            assert abs(int((o != 0).sum()) / v.numel() - 0.5) < 0.02, int((o != 0).sum())
+    assert bool((halved["accumulation"] <= plain["accumulation"] + 1e-6).all())
+    assert float((plain["accumulation"] - halved["accumulation"]).max()) > 0.2
+    assert bool((nothing["accumulation"] == 0).all()) and bool((nothing["rgb"] == 1).all())
+    assert bool((nothing["weighted_distance"] == 0).all())
+    # the weighted distance is the expected depth times the opacity (depth divides it by the opacity)
+    torch.testing.assert_close(plain["weighted_distance"], plain["depth"] * (plain["accumulation"] + 1e-10))

@@ -8,8 +8,8 @@ A generator trained without poses picks its own canonical frame, position and si
 compared with a true shape only after both are brought to one frame:
 
 1. **Centre and scale.**  Each shape is a set of area-uniform surface points (a generated object: the
-   marching-cubes surface of its density lattice at the mesh exporter's threshold, as ``export-mesh`` makes
-   it).  It is translated to its surface centroid and divided by its RMS surface radius (the RMS distance of
+   marching-cubes surface of its density lattice at a fixed level, 10 by default, as ``export-mesh
+   --density-threshold`` makes it).  It is translated to its surface centroid and divided by its RMS surface radius (the RMS distance of
    the surface from the centroid).  RMS rather than the bounding sphere: one floater moves a bounding sphere
    a lot, the RMS radius little.  Meshes use their exact area-weighted moments; analytic shapes the moments
    of 65 536 samples (a centroid off by 1% of the radius already costs a thin torus ~7% IoU).  All distances
@@ -615,7 +615,7 @@ def aligned_geometry_scores(
     ``class_shapes``: class index -> true shapes (analytic ``Shape``s or ``SurfaceShape``s).  Latents are
     ``ws`` with their ``labels``, or else ``num_per_class`` per class with a true shape, drawn from ``seed``
     and mapped with ``truncation``.  Each object is meshed like ``export-mesh`` (``resolution``,
-    ``threshold``: the exporter's default density threshold when ``None``) and compared with every true
+    ``threshold``: ``surface.DEFAULT_THRESHOLD``, 10, when ``None``) and compared with every true
     shape of every class.  ``details``, when given, receives ``fscore_matrix`` (generated class -> true
     class -> mean F-score, over objects with a surface) and ``chamfer_matrix``.  Deterministic given ``seed``.
     """

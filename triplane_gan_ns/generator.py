@@ -115,9 +115,11 @@ class TriplaneGenerator(nn.Module):
         origins: Float[Tensor, "batch m 3"],
         directions: Float[Tensor, "batch m 3"],
         occupancy: Optional[OccupancyGrid] = None,
+        density_transform: Optional[renderer.DensityTransform] = None,
     ) -> Dict[str, Float[Tensor, "batch m c"]]:
-        """Volume-render ``m`` rays of each latent (unit directions); rgb, features, depth and accumulation.
-        ``occupancy`` (one latent, no gradients) skips empty space."""
+        """Volume-render ``m`` rays of each latent (unit directions); rgb, features, depth, weighted distance
+        and accumulation (see ``renderer.render``).  ``occupancy`` (one latent, no gradients) skips empty space;
+        ``density_transform`` rewrites the densities of each latent's samples before compositing."""
         c = self.config
         return renderer.render(
             lambda points: self.field.batched(planes, points),
@@ -130,6 +132,7 @@ class TriplaneGenerator(nn.Module):
             background=c.background,
             stratified=self.training,
             occupancy=occupancy,
+            density_transform=density_transform,
         )
 
     def render_rays(

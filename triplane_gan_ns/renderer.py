@@ -13,6 +13,9 @@ renderers (and draw the same random numbers in training):
 4. compositing: weights ``T_i (1 - exp(-sigma_i delta_i))``, colour over the background, features, expected
    depth and opacity.
 
+An optional ``density_transform`` rewrites the densities of both passes before they are composited (for
+example ``zero_below_quantile``, which the non-flatness score of ``eval`` uses); without it nothing changes.
+
 For a fixed latent (no gradients, one latent) an ``OccupancyGrid`` skips work: both passes evaluate the field
 only at samples in occupied cells, and the importance pass also skips samples behind the point where the
 coarse pass's transmittance fell below ``1e-5`` (early ray termination).  Skipped samples get zero density.
@@ -35,6 +38,8 @@ MAX_OPTICAL_DEPTH = 11.5
 
 DensityFn = Callable[[Float[Tensor, "b m 3"]], Float[Tensor, "b m 1"]]
 FieldFn = Callable[[Float[Tensor, "b m 3"]], Tuple[Float[Tensor, "b m 1"], Float[Tensor, "b m f"]]]
+DensityTransform = Callable[[Float[Tensor, "b m s"]], Float[Tensor, "b m s"]]
+"""Densities of the ``s`` samples of the ``m`` rays of each of ``b`` latents -> new densities, same shape."""
 
 
 def box_intersection(
@@ -102,6 +107,18 @@ def _where_needed(fn, points: Float[Tensor, "1 p 3"], needed: Tensor) -> Tuple[T
     return tuple(out)
 
 
+def zero_below_quantile(quantile: float) -> DensityTransform:
+    """A ``density_transform`` that sets each latent's densities below their ``quantile`` (over all samples of
+    all its rays, linear interpolation between sample values) to zero."""
+
+    def transform(density: Float[Tensor, "b m s"]) -> Float[Tensor, "b m s"]:
+        flat = density.reshape(density.shape[0], -1)
+        level = torch.stack([torch.quantile(row.float(), quantile).to(row) for row in flat])
+        return torch.where(density < level[:, None, None], torch.zeros_like(density), density)
+
+    return transform
+
+
 def sample_weights(density: Float[Tensor, "*rays n"], deltas: Float[Tensor, "*rays n"]) -> Float[Tensor, "*rays n"]:
     """Compositing weights ``T_i * (1 - exp(-sigma_i delta_i))`` with ``T_i = exp(-sum_{j<i} sigma_j delta_j)``."""
     optical = deltas * density
@@ -141,14 +158,18 @@ def render(
     background: str = "white",
     stratified: bool = False,
     occupancy: Optional[OccupancyGrid] = None,
+    density_transform: Optional[DensityTransform] = None,
 ) -> Dict[str, Tensor]:
     """Render ``M`` rays of each of ``B`` latents.  ``field(points)`` gives (density, features) and
     ``density(points)`` density alone, both for points ``[B, P, 3]`` grouped by latent.
 
     Returns ``rgb`` (first three feature channels composited over ``background``), ``features``, ``depth``
-    and ``accumulation``, each ``[B, M, C]``.  Outside training (``stratified=False``) colours are made finite
-    and clamped to [0, 1], as nerfstudio's renderer does.  ``occupancy``: skip empty space (see the module
-    docstring); only without gradients and for one latent.
+    (expected distance along the ray, divided by the opacity), ``weighted_distance`` (``sum_i w_i t_i``, not
+    divided: it falls towards 0 on transparent rays) and ``accumulation``, each ``[B, M, C]``.  Outside
+    training (``stratified=False``) colours are made finite and clamped to [0, 1], as nerfstudio's renderer
+    does.  ``occupancy``: skip empty space (see the module docstring); only without gradients and for one
+    latent.  ``density_transform``: applied to the coarse densities (so the importance samples follow the
+    transformed field) and to the rendered ones.
     """
     b, m, _ = origins.shape
     if occupancy is not None and (b != 1 or torch.is_grad_enabled()):
@@ -162,6 +183,8 @@ def render(
         else:
             coarse_density = _where_needed(lambda p: (density(p),), points, occupancy.lookup(points))[0]
             coarse_density = coarse_density.view(b, m, num_coarse)
+        if density_transform is not None:
+            coarse_density = density_transform(coarse_density)
         coarse_weights = sample_weights(coarse_density, coarse_deltas)
     fine = importance_bins(coarse.view(b * m, -1), coarse_weights.view(b * m, -1), num_importance, stratified)
     edges = rays.distances(fine.view(b, m, -1))
@@ -177,7 +200,10 @@ def render(
         bin_index = (torch.searchsorted(coarse.contiguous(), mid.contiguous(), right=True) - 1).clamp(0, num_coarse)
         alive = torch.gather(optical, -1, bin_index) < MAX_OPTICAL_DEPTH
         sigma, features = _where_needed(field, points, occupancy.lookup(points) & alive.view(b, m * num))
-    weights = sample_weights(sigma.view(b, m, num), deltas)  # [b, m, s]
+    sigma = sigma.view(b, m, num)
+    if density_transform is not None:
+        sigma = density_transform(sigma)
+    weights = sample_weights(sigma, deltas)  # [b, m, s]
     features = features.view(b, m, num, -1)
     if not stratified:
         features = torch.nan_to_num(features)
@@ -187,6 +213,12 @@ def render(
     if not stratified:
         rgb = rgb.clamp(0.0, 1.0)
     steps = (edges[..., :-1] + edges[..., 1:]) / 2
-    depth = (weights * steps).sum(dim=-1, keepdim=True) / (accumulation + 1e-10)
-    depth = torch.clip(depth, steps.min(), steps.max())
-    return {"rgb": rgb, "features": composited, "depth": depth, "accumulation": accumulation}
+    weighted_distance = (weights * steps).sum(dim=-1, keepdim=True)
+    depth = torch.clip(weighted_distance / (accumulation + 1e-10), steps.min(), steps.max())
+    return {
+        "rgb": rgb,
+        "features": composited,
+        "depth": depth,
+        "weighted_distance": weighted_distance,
+        "accumulation": accumulation,
+    }

@@ -10,14 +10,17 @@ Used by ``export-mesh``, by the pose-free geometry measure (``alignment.py``) an
   the box faces): the mesh is watertight and never leaves the box.  Vertices are in world units and axes (z
   up), not voxel indices; only the ``K`` connected components with the most faces are kept (0 keeps all).
 
-Threshold: density is ``softplus(raw - 1)`` per world unit; the default 10 is EG3D's level for its shapes.
-A ray crossing one voxel of a 256³ lattice of a unit-bound box (2/255 units) at density 10 loses ~8% of
-its light, so the surface is where matter becomes clearly opaque.
+* ``automatic_threshold``: a level chosen from the field itself, where its renders become opaque.  Density is
+  ``softplus(raw - 1)`` per world unit, and what level makes a good surface depends on the model and on how far
+  it has trained (EG3D uses 10 for its shapes; a generator after a few steps never gets near it).  So along
+  rays of a few views the density is sampled densely, and for each ray that becomes opaque (accumulated opacity
+  above 0.5) the density in the sample where its opacity crosses 0.5 is taken; the level is the median over
+  those rays.  When no ray gets that opaque it is the same with half the largest opacity of any ray instead.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,8 +32,12 @@ from skimage.measure import marching_cubes
 from torch import Tensor
 
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.renderer import box_intersection
 
 DEFAULT_THRESHOLD = 10.0
+"""A fixed level (EG3D's for its shapes): what eval's shape comparison uses unless told otherwise."""
+OPAQUE = 0.5
+"""Accumulated opacity at which a ray counts as opaque for ``automatic_threshold``."""
 
 DensityFn = Callable[[Float[Tensor, "num 3"]], Tensor]
 """Points [n, 3] -> densities [n] (or [n, 1])."""
@@ -103,7 +110,7 @@ def mesh_from_grid(
     if not high > threshold:
         raise UserError(
             f"the density never exceeds the threshold {threshold:g} (it ranges {low:.3g}..{high:.3g}); "
-            "lower --density-threshold"
+            "lower --density-threshold, or leave it out for the automatic level"
         )
     resolution = grid.shape[0]
     spacing = 2.0 * bound / (resolution - 1)
@@ -135,3 +142,60 @@ def extract_mesh(
     """
     grid = density_grid(density_fn, resolution, bound, chunk_size, progress)
     return mesh_from_grid(grid, bound, threshold, colour_fn, keep_components)
+
+
+# ---- automatic level ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def ray_densities(
+    density_fn: DensityFn,
+    origins: Float[Tensor, "rays 3"],
+    directions: Float[Tensor, "rays 3"],
+    bound: float,
+    num_samples: int = 256,
+    chunk_size: int = 1 << 18,
+) -> Tuple[Float[Tensor, "rays samples"], Float[Tensor, "rays samples"]]:
+    """``density_fn`` at ``num_samples`` evenly spaced midpoints along each ray's stretch inside
+    ``[-bound, bound]^3`` (unit ``directions``), and the length of each sample's interval (0 for rays that
+    miss the box)."""
+    near, far = box_intersection(origins, directions, bound)
+    far = torch.where(far - near > 2e-6, far, near)  # a ray that misses the box has no interval
+    edges = near + (far - near) * torch.linspace(0.0, 1.0, num_samples + 1, device=origins.device)
+    mid = (edges[:, 1:] + edges[:, :-1]) / 2
+    points = (origins[:, None] + directions[:, None] * mid[..., None]).reshape(-1, 3)
+    values = torch.cat([density_fn(points[i : i + chunk_size]).reshape(-1).float() for i in range(0, len(points), chunk_size)])
+    return values.view(mid.shape).to(origins.device), edges[:, 1:] - edges[:, :-1]
+
+
+def crossing_densities(
+    density: Float[Tensor, "rays samples"], deltas: Float[Tensor, "rays samples"], opacity: float
+) -> Float[Tensor, "opaque"]:
+    """For each ray whose accumulated opacity ``1 - exp(-sum sigma_i delta_i)`` reaches ``opacity``: the
+    density of the sample in which it does (samples in ray order)."""
+    accumulated = 1 - torch.exp(-torch.cumsum(density * deltas, dim=-1))  # after each sample
+    crossed = accumulated >= opacity
+    reached = crossed[:, -1]
+    first = crossed[reached].float().argmax(dim=-1)
+    return density[reached].gather(-1, first[:, None])[:, 0]
+
+
+def opaque_level(density: Float[Tensor, "rays samples"], deltas: Float[Tensor, "rays samples"]) -> Tuple[float, float]:
+    """The automatic surface level of densities sampled along rays (see the module docstring), and the opacity
+    whose crossing defined it (``OPAQUE``, or half the largest opacity of any ray when none reaches ``OPAQUE``).
+    A ``UserError`` when the density is zero along every ray."""
+    most = float(1 - torch.exp(-(density * deltas).sum(dim=-1).max()))
+    if not most > 0:
+        raise UserError("the density is zero along every ray of the views: there is no surface; pass --density-threshold")
+    opacity = OPAQUE if most >= OPAQUE else most / 2
+    return float(torch.quantile(crossing_densities(density, deltas, opacity).double(), 0.5)), opacity
+
+
+def automatic_threshold(
+    density_fn: DensityFn,
+    origins: Float[Tensor, "rays 3"],
+    directions: Float[Tensor, "rays 3"],
+    bound: float,
+    num_samples: int = 256,
+    chunk_size: int = 1 << 18,
+) -> Tuple[float, float]:
+    """``opaque_level`` of ``density_fn`` along the given rays (the pixel rays of a few views, unit directions)."""
+    return opaque_level(*ray_densities(density_fn, origins, directions, bound, num_samples, chunk_size))

@@ -196,6 +196,6 @@ class Invert:
                     load_config=tuned_config, output=out / "mesh.ply", latent=out / "pivot.pt",
                     resolution=self.mesh_resolution, device=self.device,
                 ).main()
-            except UserError as err:  # e.g. a barely trained generator whose density never reaches the level
+            except UserError as err:  # e.g. a generator whose density is zero along every ray of the views
                 print(f"mesh not exported for {photo}: {err}")
         return out

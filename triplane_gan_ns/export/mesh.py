@@ -9,10 +9,14 @@
    (the first three colour features) at the vertices.
 4. Floaters: only the ``K`` connected components with the most faces are kept (0 keeps all).
 
-Threshold: density is ``softplus(raw - 1)`` per world unit; the default 10 is EG3D's level for its shapes.
-A ray crossing one voxel of a 256³ lattice of a unit-bound box (2/255 units) at density 10 loses ~8% of
-its light, so the surface is where matter becomes clearly opaque.  A model whose density never reaches the
-threshold is reported with its maximum density, so a lower ``--density-threshold`` can be chosen.
+Threshold: density is ``softplus(raw - 1)`` per world unit, and the level at which a model's objects look solid
+depends on the model and on how long it trained (EG3D uses 10; after a few steps the density stays below 1).
+By default the level is automatic (``surface.automatic_threshold``): the latent is seen from
+``AUTO_VIEWS`` cameras around it (the pose sampler's radius and field of view, ``AUTO_RESOLUTION``² pixels), the
+density is sampled densely along every pixel ray, and the level is the median over the rays that become opaque
+of the density where their accumulated opacity crosses 0.5 (half their largest opacity when no ray gets that
+opaque).  The chosen level is printed.  ``--density-threshold X`` fixes the level instead; a model whose
+density never reaches it is reported with its density range.
 
 Volume (``--volume``): float32 densities on the same lattice, as ``.npy`` (array indexed ``[x, y, z]``) or
 ``.mrc`` (MRC2014, mode 2, x fastest; voxel size and origin in world units, so that voxel ``(0, 0, 0)`` sits at
@@ -36,14 +40,20 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.cameras import yaw_pitch_directions
+from triplane_gan_ns.fileio import atomic_write, check_creatable_dir
+from triplane_gan_ns.generator import TriplaneGenerator
 from triplane_gan_ns.latents import Latent, check_truncation, load_latent, open_model, resolve_class
 from triplane_gan_ns.model import TriplaneGANModel
-from triplane_gan_ns.fileio import atomic_write, check_creatable_dir
-from triplane_gan_ns.surface import DEFAULT_THRESHOLD, density_grid, mesh_from_grid
+from triplane_gan_ns.surface import OPAQUE, automatic_threshold, density_grid, mesh_from_grid
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
 VOLUME_SUFFIXES = (".npy", ".mrc")
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
+AUTO_VIEWS = 8
+"""Views of the automatic threshold: azimuths k * 45 degrees at elevations alternating +-20 degrees."""
+AUTO_RESOLUTION = 32
+"""Pixels per side of those views."""
 
 
 @dataclass
@@ -52,6 +62,8 @@ class ExportMesh:
     density of its triplane over the scene box; optionally also the density volume (.npy or .mrc).
 
     The mesh is in world units with z up; only the largest --keep-components connected components are kept.
+    The surface level is chosen where renders of the object become opaque and printed, unless
+    --density-threshold fixes it.
     """
 
     load_config: Path
@@ -70,8 +82,9 @@ class ExportMesh:
     """A saved latent file (.pt with ws and class_index) to export instead of --class/--seed."""
     resolution: int = 256
     """Lattice points per axis (8..1024); memory and time grow with its cube."""
-    density_threshold: float = DEFAULT_THRESHOLD
-    """Surface level of the density (per world unit; EG3D uses 10)."""
+    density_threshold: Optional[float] = None
+    """Surface level of the density (per world unit; EG3D uses 10); None: automatic, the level where renders of
+    the object become opaque (printed)."""
     keep_components: int = 1
     """Keep this many connected components with the most faces (0 = all): removes floaters."""
     volume: Optional[Path] = None
@@ -138,8 +151,8 @@ def _check_options(config: ExportMesh) -> None:
         raise UserError(f"--output {config.output}: unsupported mesh format; use {', '.join(MESH_SUFFIXES)}")
     if config.volume is not None and Path(config.volume).suffix.lower() not in VOLUME_SUFFIXES:
         raise UserError(f"--volume {config.volume}: unsupported volume format; use {', '.join(VOLUME_SUFFIXES)}")
-    if not (config.density_threshold > 0 and math.isfinite(config.density_threshold)):
-        raise UserError(f"--density-threshold {config.density_threshold}: use a positive finite density such as {DEFAULT_THRESHOLD:g}")
+    if config.density_threshold is not None and not (config.density_threshold > 0 and math.isfinite(config.density_threshold)):
+        raise UserError(f"--density-threshold {config.density_threshold}: use a positive finite density such as 10, or leave it out (automatic)")
     check_truncation(config.truncation)
     if config.keep_components < 0:
         raise UserError("--keep-components must be 0 (keep all) or more")
@@ -168,6 +181,30 @@ def latent_field_fns(model: TriplaneGANModel, latent: Latent):
     return density_fn, colour_fn
 
 
+def threshold_rays(model: TriplaneGANModel) -> tuple[Float[Tensor, "rays 3"], Float[Tensor, "rays 3"]]:
+    """Pixel rays (origins, unit directions) of the ``AUTO_VIEWS`` views of the automatic threshold."""
+    k = torch.arange(AUTO_VIEWS)
+    yaw = k * (2 * math.pi / AUTO_VIEWS)
+    pitch = torch.where(k % 2 == 0, 1.0, -1.0) * math.radians(20.0)
+    cameras = model.pose_sampler.cameras_from_directions(yaw_pitch_directions(yaw, pitch), AUTO_RESOLUTION)
+    rays = TriplaneGenerator.camera_rays(cameras, torch.zeros(AUTO_VIEWS, dtype=torch.long))
+    directions = rays.directions.reshape(-1, 3)
+    return rays.origins.reshape(-1, 3).to(model.device), (directions / directions.norm(dim=-1, keepdim=True)).to(model.device)
+
+
+def choose_threshold(model: TriplaneGANModel, density_fn, chunk_size: int = 1 << 18) -> float:
+    """The automatic density threshold of one latent's ``density_fn`` (see the module docstring), printed."""
+    level, opacity = automatic_threshold(density_fn, *threshold_rays(model), model.generator_ema.config.scene_bound, chunk_size=chunk_size)
+    if opacity == OPAQUE:
+        CONSOLE.print(f"density threshold: auto → {level:.3g} (where the renders become opaque)")
+    else:
+        CONSOLE.print(
+            f"density threshold: auto → {level:.3g} (the renders never become opaque: where they reach half "
+            f"their highest opacity, {2 * opacity:.2f}); --density-threshold fixes it"
+        )
+    return level
+
+
 def export_mesh(config: ExportMesh) -> trimesh.Trimesh:
     """Run ``triplane-gan export-mesh``; returns the mesh written."""
     _check_options(config)
@@ -182,10 +219,13 @@ def export_mesh(config: ExportMesh) -> trimesh.Trimesh:
     if config.volume is not None:
         write_volume(config.volume, grid, bound)
         CONSOLE.print(f"Wrote the {config.resolution}³ density volume to {config.volume}")
-    mesh = mesh_from_grid(grid, bound, config.density_threshold, colour_fn, config.keep_components, model.device)
+    threshold = config.density_threshold
+    if threshold is None:
+        threshold = choose_threshold(model, density_fn, config.chunk_size)
+    mesh = mesh_from_grid(grid, bound, threshold, colour_fn, config.keep_components, model.device)
     write_mesh(config.output, mesh)
     CONSOLE.print(
         f"Wrote {config.output}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
-        f"({latent.name}, density threshold {config.density_threshold:g})"
+        f"({latent.name}, density threshold {threshold:.6g})"
     )
     return mesh
