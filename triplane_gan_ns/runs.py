@@ -4,7 +4,7 @@ A run folder (``outputs/<experiment>/<method>/<timestamp>``) holds
 
 * ``config.yml``: the trainer config, written by nerfstudio, read here by ``load_config`` (executes nothing);
 * ``class_index.json``: the label -> class id and name mapping and the image resolution (``data/class_index.py``
-  writes and reads it);
+  writes and reads it; the datamanager reads it too when a run's data is gone);
 * ``nerfstudio_models/step-<step>.ckpt``: checkpoints (``save_checkpoint_file``, atomic; ``load_checkpoint_file``
   with ``torch.load(weights_only=True)``), each a dict with ``step``, ``pipeline`` (the pipeline's state dict:
   the model's weights under ``_model.``), ``optimizers`` and the training loop's states.
@@ -289,6 +289,7 @@ def write_tuned_run(config_path: Path, checkpoint: Path, generator_state: Dict[s
     config.experiment_name = "pti"
     config.timestamp = "tuned"
     base = config.get_base_dir()
+    config.pipeline.datamanager.run_class_index = base / CLASS_INDEX
     state = load_checkpoint_file(Path(checkpoint))
     tuned = {k: v.detach().cpu() for k, v in generator_state.items()}
     for prefix in (MODEL_PREFIX + "generator.", MODEL_PREFIX + "generator_ema."):
