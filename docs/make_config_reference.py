@@ -68,8 +68,11 @@ def field_docs(cls: type) -> Dict[str, str]:
 
 
 def listed(cls: type, name: str) -> bool:
-    """Fields we declare (or re-declare); not ``_target`` and not nerfstudio's own."""
+    """Fields we declare (or re-declare); not ``_target``, not nerfstudio's own, not hidden from the command line
+    (``tyro.conf.Suppress``: written by training, not set by users)."""
     if name.startswith("_"):
+        return False
+    if "Suppress[" in str(next(f.type for f in dataclasses.fields(cls) if f.name == name)):
         return False
     return name not in NERFSTUDIO_FIELDS or any(
         name in vars(c).get("__annotations__", {}) for c in cls.__mro__ if not c.__module__.startswith("nerfstudio"))

@@ -1,6 +1,6 @@
 """The generator in nerfstudio's viewer: controls as plain values, planes reused between renders, viewers that
-listen on 127.0.0.1 unless told otherwise, and ``ns-viewer`` on a trained tiny run driven through its web page in
-headless Chromium.
+listen on 127.0.0.1 unless told otherwise, ``ns-viewer`` on a trained tiny run driven through its web page in
+headless Chromium, and both viewers on a copy of that run whose data folder is gone.
 
 The browser test needs ``/usr/bin/chromium`` (Debian package ``chromium``) and ``playwright`` (the ``test``
 extra); without them it is skipped, or fails when ``TRIPLANE_GAN_NS_REQUIRE_BROWSER=1`` (CI).  Its screenshots
@@ -9,9 +9,12 @@ are kept in ``tests/.cache/viewer-screenshots/``.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -203,34 +206,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def viewer_url(chromium, trained_tiny_run, tmp_path):
-    """``ns-viewer`` on the tiny run, bound to 127.0.0.1 on a free port; stopped afterwards."""
-    port = _free_port()
-    log = tmp_path / "ns-viewer.log"
+@contextlib.contextmanager
+def _serving(args: list, log: Path, port: int, cwd: Path | None = None, timeout: float = 180.0):
+    """The viewer process started with ``args`` (output in ``log``), once it accepts connections on 127.0.0.1
+    ``port``; stopped afterwards."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                NS_VIEWER,
-                "--load-config", str(trained_tiny_run / "config.yml"),
-                "--viewer.websocket-host", "127.0.0.1",
-                "--viewer.websocket-port", str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-        )
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=dict(os.environ))
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + timeout
         while True:
-            assert proc.poll() is None, f"ns-viewer exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"ns-viewer did not listen on {port}:\n{log.read_text()[-3000:]}"
+            assert proc.poll() is None, f"{args[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{args[0]} did not listen on {port}:\n{log.read_text()[-3000:]}"
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -238,6 +230,20 @@ def viewer_url(chromium, trained_tiny_run, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def viewer_url(chromium, trained_tiny_run, tmp_path):
+    """``ns-viewer`` on the tiny run, bound to 127.0.0.1 on a free port; stopped afterwards."""
+    port = _free_port()
+    args = [
+        NS_VIEWER,
+        "--load-config", str(trained_tiny_run / "config.yml"),
+        "--viewer.websocket-host", "127.0.0.1",
+        "--viewer.websocket-port", str(port),
+    ]
+    with _serving(args, tmp_path / "ns-viewer.log", port, timeout=120):
+        yield f"http://127.0.0.1:{port}"
 
 
 def _row(page, label: str):
@@ -287,7 +293,10 @@ def _assert_not_blank(image: np.ndarray, name: str) -> None:
     assert counts.max() < 0.5 * len(pixels), f"render is mostly one colour in {where}"
 
 
-def test_ns_viewer_renders_the_generator_and_its_class_controls(chromium, viewer_url, tmp_path):
+@contextlib.contextmanager
+def _browser_page(chromium: Path, url: str, tmp_path: Path, failed: str):
+    """A page of headless Chromium on the viewer at ``url`` once its controls are there, with renders of at most
+    64 px (quick on a CPU) and the training cameras hidden; a screenshot ``failed``.png is kept on failure."""
     from playwright.sync_api import expect, sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -301,7 +310,7 @@ def test_ns_viewer_renders_the_generator_and_its_class_controls(chromium, viewer
         )
         page = browser.pages[0] if browser.pages else browser.new_page()
         try:
-            page.goto(viewer_url)
+            page.goto(url)
             page.get_by_text("Custom Elements").wait_for(timeout=60_000)
             page.get_by_role("button", name="Hide Train Cams").click()
             expect(page.get_by_role("button", name="Show Train Cams")).to_be_visible()
@@ -309,34 +318,139 @@ def test_ns_viewer_renders_the_generator_and_its_class_controls(chromium, viewer
             max_res.press("Home")  # renders of at most 64 px keep a CPU quick
             expect(max_res).to_have_attribute("aria-valuenow", "64")
             expect(page.get_by_text(re.compile(r"Resolution: [1-9]\d*x\d+px"))).to_be_visible(timeout=60_000)
-            class_slider = _row(page, "class index").get_by_role("slider")
-            class_dropdown = page.get_by_label("class", exact=True)
-            expect(class_dropdown).to_have_value("cube")
-
-            cube = _settled_render(page, "viewer-class-0-cube")
-            page.screenshot(path=str(SCREENSHOTS / "viewer-page.png"))
-            _assert_not_blank(cube, "viewer-class-0-cube")
-
-            # by name: the dropdown of the Custom Elements panel; the index slider follows
-            class_dropdown.click()
-            page.get_by_role("option", name="torus", exact=True).click()
-            expect(class_slider).to_have_attribute("aria-valuenow", "3", timeout=10_000)
-            torus = _settled_render(page, "viewer-class-3-torus", differs_from=cube)
-            _assert_not_blank(torus, "viewer-class-3-torus")
-            assert np.abs(torus - cube).mean() > 2.0, f"class change did not change {SCREENSHOTS}"
-
-            # by index: the slider, from the keyboard; the dropdown follows and the first render comes back
-            class_slider.press("Home")
-            expect(class_dropdown).to_have_value("cube", timeout=10_000)
-            back = _settled_render(page, "viewer-class-0-again", differs_from=torus)
-            assert np.abs(back - cube).mean() < 2.0, f"same latent, different render in {SCREENSHOTS}"
-
-            seed = _row(page, "seed").locator("input")
-            expect(seed).to_have_value("0")
-            page.get_by_role("button", name="new sample").click()
-            expect(seed).not_to_have_value("0", timeout=10_000)
+            yield page
         except Exception:
-            page.screenshot(path=str(SCREENSHOTS / "viewer-page-failed.png"))
+            page.screenshot(path=str(SCREENSHOTS / f"{failed}.png"))
             raise
         finally:
             browser.close()
+
+
+def _renders_of_two_classes(page, first: str, other: str, other_index: int, prefix: str):
+    """The settled renders of class ``first`` (selected at start) and of ``other``, chosen by name in the
+    dropdown of the Custom Elements panel (the index slider follows); both not blank, and different."""
+    from playwright.sync_api import expect
+
+    class_slider = _row(page, "class index").get_by_role("slider")
+    class_dropdown = page.get_by_label("class", exact=True)
+    expect(class_dropdown).to_have_value(first)
+
+    name = f"{prefix}-class-0-{first}"
+    first_render = _settled_render(page, name)
+    page.screenshot(path=str(SCREENSHOTS / f"{prefix}-page.png"))
+    _assert_not_blank(first_render, name)
+
+    class_dropdown.click()
+    page.get_by_role("option", name=other, exact=True).click()
+    expect(class_slider).to_have_attribute("aria-valuenow", str(other_index), timeout=10_000)
+    name = f"{prefix}-class-{other_index}-{other}"
+    other_render = _settled_render(page, name, differs_from=first_render)
+    _assert_not_blank(other_render, name)
+    assert np.abs(other_render - first_render).mean() > 2.0, f"class change did not change {SCREENSHOTS}"
+    return first_render, other_render
+
+
+def test_ns_viewer_renders_the_generator_and_its_class_controls(chromium, viewer_url, tmp_path):
+    from playwright.sync_api import expect
+
+    with _browser_page(chromium, viewer_url, tmp_path, "viewer-page-failed") as page:
+        cube, torus = _renders_of_two_classes(page, "cube", "torus", 3, "viewer")
+
+        # by index: the slider, from the keyboard; the dropdown follows and the first render comes back
+        class_slider = _row(page, "class index").get_by_role("slider")
+        class_slider.press("Home")
+        expect(page.get_by_label("class", exact=True)).to_have_value("cube", timeout=10_000)
+        back = _settled_render(page, "viewer-class-0-again", differs_from=torus)
+        assert np.abs(back - cube).mean() < 2.0, f"same latent, different render in {SCREENSHOTS}"
+
+        seed = _row(page, "seed").locator("input")
+        expect(seed).to_have_value("0")
+        page.get_by_role("button", name="new sample").click()
+        expect(seed).not_to_have_value("0", timeout=10_000)
+
+
+# ---- a run without its data ----------------------------------------------------------------------------------
+MOVED_NAMES = {"cube": "box", "cylinder": "tube", "sphere": "ball", "torus": "ring"}
+"""Class names of the moved run's class_index.json (the data's are the keys): the viewer can only have them from
+that file."""
+NOT_FOUND = "not found: showing the generator without it"
+
+
+@pytest.fixture(scope="session")
+def run_without_data(trained_tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run as another machine would have it: in ``ROOT/outputs/tiny/triplane-gan-tiny/run``,
+    its config.yml recording the default relative output folder and a data folder that does not exist there, its
+    class_index.json with other class names; returns ROOT (``ns-viewer`` finds the checkpoints from there)."""
+    import yaml
+
+    from triplane_gan_ns.runs import CHECKPOINTS, CLASS_INDEX, load_config
+
+    root = tmp_path_factory.mktemp("moved")
+    relative = Path("outputs") / "tiny" / "triplane-gan-tiny" / "run"
+    run = root / relative
+    run.mkdir(parents=True)
+    shutil.copytree(trained_tiny_run / CHECKPOINTS, run / CHECKPOINTS)
+    config = load_config(trained_tiny_run / "config.yml")
+    config.output_dir = Path("outputs")
+    config.pipeline.datamanager.dataparser.data = root / "data-left-behind"
+    config.pipeline.datamanager.run_class_index = relative / CLASS_INDEX  # what training in ROOT records
+    (run / "config.yml").write_text(yaml.dump(config), "utf8")
+    index = json.loads((trained_tiny_run / CLASS_INDEX).read_text())
+    for entry in index["classes"]:
+        entry["name"] = MOVED_NAMES[entry["name"]]
+    (run / CLASS_INDEX).write_text(json.dumps(index))
+    return root
+
+
+def test_a_run_records_its_class_index_and_needs_its_data_only_for_training(trained_tiny_run, run_without_data):
+    from triplane_gan_ns.data.class_index import ClassIndexDataset
+    from triplane_gan_ns.errors import DataNotFound, UserError
+    from triplane_gan_ns.runs import read_run_config
+
+    recorded = read_run_config(trained_tiny_run / "config.yml").pipeline.datamanager.run_class_index
+    assert recorded == trained_tiny_run / "class_index.json"
+
+    run = run_without_data / "outputs" / "tiny" / "triplane-gan-tiny" / "run"
+    config = read_run_config(run / "config.yml").pipeline
+    config.datamanager.run_class_index = run / "class_index.json"
+    with pytest.raises(DataNotFound, match="data-left-behind does not exist"):
+        config.setup(device="cpu", test_mode="val")  # training: the dataparser's one-line error
+
+    pipeline = config.setup(device="cpu", test_mode="inference")
+    dataset = pipeline.datamanager.train_dataset
+    assert isinstance(dataset, ClassIndexDataset) and pipeline.datamanager.without_data
+    assert pipeline.model.class_names == ["box", "tube", "ball", "ring"] and pipeline.model.resolution == 32
+    assert len(dataset) == 8 and dataset[0]["image"].shape == (32, 32, 3)
+    assert torch.allclose(dataset.cameras.camera_to_worlds[:, :, 3].norm(dim=-1), torch.tensor(2.5))
+    assert pipeline.datamanager.get_datapath() == run
+
+    config.datamanager.run_class_index = run / "elsewhere" / "class_index.json"
+    with pytest.raises(UserError, match="neither does .*elsewhere/class_index.json"):
+        config.setup(device="cpu", test_mode="inference")
+
+
+def test_triplane_gan_viewer_renders_the_generator_without_the_data(chromium, run_without_data, tmp_path):
+    config = run_without_data / "outputs" / "tiny" / "triplane-gan-tiny" / "run" / "config.yml"
+    port = _free_port()
+    log = tmp_path / "viewer.log"
+    args = [TRIPLANE_GAN, "viewer", "--load-config", str(config), "--viewer.websocket-port", str(port)]
+    with _serving(args, log, port, cwd=tmp_path):  # started elsewhere: the recorded relative paths lead nowhere
+        assert NOT_FOUND in log.read_text()
+        with _browser_page(chromium, f"http://127.0.0.1:{port}", tmp_path, "viewer-without-data-failed") as page:
+            _renders_of_two_classes(page, "box", "ring", 3, "viewer-without-data")
+
+
+def test_ns_viewer_starts_without_the_data(run_without_data, tmp_path):
+    port = _free_port()
+    log = tmp_path / "ns-viewer.log"
+    args = [
+        NS_VIEWER,
+        "--load-config", "outputs/tiny/triplane-gan-tiny/run/config.yml",
+        "--viewer.websocket-host", "127.0.0.1",
+        "--viewer.websocket-port", str(port),
+    ]
+    with _serving(args, log, port, cwd=run_without_data):
+        assert NOT_FOUND in log.read_text()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            assert conn.recv(12).startswith(b"HTTP/1.")

@@ -7,10 +7,21 @@ Any ``UserError`` that reaches the top of a command (``ns-train``, ``triplane-ga
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 class UserError(Exception):
     """A problem with what the user asked for (a path, a name, a value), with the fix in the message."""
+
+
+class DataNotFound(UserError):
+    """The data folder named by a config does not exist (a fatal error for training; the viewer can show a
+    trained generator without it)."""
+
+    def __init__(self, message: str, folder: Path) -> None:
+        super().__init__(message)
+        self.folder = Path(folder)
+        """The missing folder."""
 
 
 def _one_line_hook(exc_type, exc, tb, _previous=sys.excepthook):

@@ -3,7 +3,8 @@
 A run folder (``outputs/<experiment>/<method>/<timestamp>``) holds
 
 * ``config.yml``: the trainer config, written by nerfstudio, read here by ``load_config`` (executes nothing);
-* ``class_index.json``: the label -> class id and name mapping and the image resolution (``write_class_index``);
+* ``class_index.json``: the label -> class id and name mapping and the image resolution (``data/class_index.py``
+  writes and reads it; the datamanager reads it too when a run's data is gone);
 * ``nerfstudio_models/step-<step>.ckpt``: checkpoints (``save_checkpoint_file``, atomic; ``load_checkpoint_file``
   with ``torch.load(weights_only=True)``), each a dict with ``step``, ``pipeline`` (the pipeline's state dict:
   the model's weights under ``_model.``), ``optimizers`` and the training loop's states.
@@ -39,21 +40,20 @@ import dataclasses
 import enum
 import importlib
 import inspect
-import json
 import pathlib
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 import torch
 import yaml
 from nerfstudio.data.scene_box import SceneBox
 
+from triplane_gan_ns.data.class_index import CLASS_INDEX, read_class_index
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.fileio import atomic_write, torch_load_reason
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.registry import plugin_packages
 
-CLASS_INDEX = "class_index.json"
 CHECKPOINTS = "nerfstudio_models"
 MODEL_PREFIX = "_model."
 """Prefix of the model's weights in a checkpoint's pipeline state dict."""
@@ -178,27 +178,6 @@ def load_config(config_path: Path) -> Any:
         raise UserError(f"config {config_path}{where} is not a readable config.yml ({problem})") from None
 
 
-# ---- class index -----------------------------------------------------------------------------------------------
-def write_class_index(run_dir: Path, resolution: int, class_ids: Sequence[str], class_names: Sequence[str]) -> Path:
-    """``class_index.json`` of a run: the stable label -> class mapping and the image resolution, everything
-    needed (with config.yml and a checkpoint) to use the generator without the data."""
-    index = {
-        "resolution": int(resolution),
-        "classes": [{"index": i, "id": class_ids[i], "name": n} for i, n in enumerate(class_names)],
-    }
-    path = Path(run_dir) / CLASS_INDEX
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(index, indent=1)))
-    return path
-
-
-def read_class_index(run_dir: Path) -> Dict[str, Any]:
-    """The ``class_index.json`` of a run, with a one-line error when it is missing."""
-    path = Path(run_dir) / CLASS_INDEX
-    if not path.is_file():
-        raise UserError(f"{path} is missing; it is written when training starts")
-    return json.loads(path.read_text())
-
-
 # ---- checkpoints -----------------------------------------------------------------------------------------------
 def checkpoint_steps(folder: Path) -> Dict[int, Path]:
     """The checkpoints ``step-<number>.ckpt`` in ``folder`` by step, in step order; other files (``step-best.ckpt``,
@@ -310,6 +289,7 @@ def write_tuned_run(config_path: Path, checkpoint: Path, generator_state: Dict[s
     config.experiment_name = "pti"
     config.timestamp = "tuned"
     base = config.get_base_dir()
+    config.pipeline.datamanager.run_class_index = base / CLASS_INDEX
     state = load_checkpoint_file(Path(checkpoint))
     tuned = {k: v.detach().cpu() for k, v in generator_state.items()}
     for prefix in (MODEL_PREFIX + "generator.", MODEL_PREFIX + "generator_ema."):

@@ -4,6 +4,10 @@ Unlike nerfstudio's ray datamanagers it hands out whole images, not rays: ``next
 ``{"image": [B, 3, R, R] in [0, 1], "label": [B]}`` on the training device.  Unreadable files never reach the
 model: each one is replaced by a readable image of the same batch (with its label), counted once in
 ``skipped_files`` and reported in a warning at most once per ``warn_every`` steps.
+
+Outside training (nerfstudio's ``test_mode`` "test" or "inference": the viewers) a missing data folder is no
+error: the training set is then the run's class index (``ClassIndexDataset``: class names and resolution, no
+images), which is all the generator needs; training stops on it with the dataparser's one-line error.
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ import torch
 import torch.distributed as dist
 import tyro
 from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
-from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
+from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig, DataparserOutputs
+from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
+from triplane_gan_ns.data.class_index import ClassIndexDataset, class_index_outputs, read_class_index
 from triplane_gan_ns.data.dataset import ClassImageDataset
 from triplane_gan_ns.data.renders_dataparser import RendersDataParserConfig
-from triplane_gan_ns.errors import UserError
-
+from triplane_gan_ns.errors import DataNotFound, UserError
 
 
 def _registered_dataparsers() -> Dict[str, DataParserConfig]:
@@ -105,6 +110,9 @@ class GanDataManagerConfig(DataManagerConfig):
     """Report newly skipped unreadable files at most once per this many steps."""
     max_unreadable_batches: int = 10
     """Give up with an error after this many consecutive batches without a single readable image."""
+    run_class_index: tyro.conf.Suppress[Optional[Path]] = None
+    """The ``class_index.json`` of the run these settings trained (recorded in config.yml by training): when the
+    data folder is missing outside training, the generator is shown with its classes and resolution."""
 
 
 class GanDataManager(DataManager):
@@ -127,19 +135,50 @@ class GanDataManager(DataManager):
         if config.data is not None:
             config.dataparser.data = Path(config.data)
         self.dataparser = config.dataparser.setup()
-        self.train_dataparser_outputs = self.dataparser.get_dataparser_outputs(split="train")
-        self.train_dataset = ClassImageDataset(
-            self.train_dataparser_outputs,
-            resolution=config.resolution,
-            cache_images=config.cache_images and test_mode != "inference",
-        )
+        self.train_dataset: ClassImageDataset | ClassIndexDataset
+        try:
+            self.train_dataparser_outputs = self.dataparser.get_dataparser_outputs(split="train")
+        except DataNotFound as missing:
+            self.train_dataparser_outputs = self._outputs_without_data(missing)
+            self.train_dataset = ClassIndexDataset(self.train_dataparser_outputs)
+        else:
+            self.train_dataset = ClassImageDataset(
+                self.train_dataparser_outputs,
+                resolution=config.resolution,
+                cache_images=config.cache_images and test_mode != "inference",
+            )
         self.eval_dataset = None
         self._iterator: Iterator | None = None
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else local_rank
-        self._unreadable: Dict[int, str] = dict(self.train_dataset.cache_errors)
+        self._unreadable: Dict[int, str] = dict(getattr(self.train_dataset, "cache_errors", {}))
         self._reported = 0
         self._last_report_step: Optional[int] = None
         super().__init__()
+
+    def _outputs_without_data(self, missing: DataNotFound) -> DataparserOutputs:
+        """The run's class index in place of the missing data folder, outside training only (else ``missing``)."""
+        index_path = self.config.run_class_index
+        if self.test_mode == "val" or index_path is None:
+            raise missing
+        if not Path(index_path).is_file():
+            raise UserError(
+                f"data folder {missing.folder} does not exist, and neither does {index_path}, the run's class index "
+                f"that shows the generator without the data; restore one of them"
+            )
+        bound = float(getattr(self.config.dataparser, "scene_bound", 1.0))
+        scene_box = SceneBox(aabb=torch.tensor([[-bound] * 3, [bound] * 3], dtype=torch.float32))
+        outputs = class_index_outputs(read_class_index(Path(index_path).parent), scene_box)
+        CONSOLE.print(
+            f"[yellow]Data folder {missing.folder} not found: showing the generator without it "
+            f"({len(outputs.metadata['class_names'])} classes at {outputs.metadata['resolution']} px from {index_path})",
+            soft_wrap=True,
+        )
+        return outputs
+
+    @property
+    def without_data(self) -> bool:
+        """Whether the data folder is missing and the training set is the run's class index (no images)."""
+        return isinstance(self.train_dataset, ClassIndexDataset)
 
     @property
     def skipped_files(self) -> int:
@@ -221,6 +260,9 @@ class GanDataManager(DataManager):
         return self.config.batch_size * self.config.resolution**2
 
     def get_datapath(self) -> Path:
+        """The data folder (the run folder when the data is missing: the viewer keeps its camera paths there)."""
+        if self.without_data:
+            return Path(self.config.run_class_index).parent  # type: ignore[arg-type]
         return Path(self.train_dataparser_outputs.metadata.get("root", self.config.dataparser.data))
 
     def get_param_groups(self) -> Dict[str, list]:

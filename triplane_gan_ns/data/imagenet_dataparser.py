@@ -27,7 +27,7 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from triplane_gan_ns.data import archive
-from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.errors import DataNotFound, UserError
 from triplane_gan_ns.cameras import make_cameras
 from triplane_gan_ns.cameras import look_at
 
@@ -127,7 +127,9 @@ class ImageFolderDataParser(DataParser):
         if str(self.config.data) in ("", "."):
             raise UserError("no data folder given; pass --data with ROOT/<class>/*.JPEG or a prepare-dataset archive")
         if not root.is_dir():
-            raise UserError(f"data folder {root} does not exist; pass --data with ROOT/<class>/*.JPEG or an archive")
+            raise DataNotFound(
+                f"data folder {root} does not exist; pass --data with ROOT/<class>/*.JPEG or an archive", root
+            )
         return root
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:

@@ -19,7 +19,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from triplane_gan_ns.errors import UserError
+from triplane_gan_ns.errors import DataNotFound, UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -62,7 +62,9 @@ class RendersDataParser(DataParser):
             return ensure_embedded_dataset()
         root = Path(self.config.data)
         if not root.is_dir():
-            raise UserError(f"data folder {root} does not exist; pass --data with a folder of <category>/<object>/rgb")
+            raise DataNotFound(
+                f"data folder {root} does not exist; pass --data with a folder of <category>/<object>/rgb", root
+            )
         return root
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:

@@ -39,6 +39,8 @@ from triplane_gan_ns.training.augment import AugmentConfig, Augmenter
 from triplane_gan_ns.training.ema import ema_beta, update_ema
 
 Phase = Literal["discriminator", "generator"]
+VIEWS_WITHOUT_DATA = 8
+"""Cameras shown as the training views when the data folder is missing (an orbit of the pose sampler's)."""
 
 
 @dataclass
@@ -100,6 +102,8 @@ class GanPipeline(VanillaPipeline):
         if world_size > 1:  # shard the data between ranks
             self.datamanager.world_size = world_size
             self.datamanager.setup_train()
+        if self.datamanager.without_data:  # the viewer draws the training cameras: show the generator's own
+            self.datamanager.train_dataset.set_views(self.gan_model.orbit_cameras(VIEWS_WITHOUT_DATA).to("cpu"))
         self.augmenter = Augmenter(config.augment).to(device)
         if self.distributed:
             for tensor in self.state_dict().values():  # every rank starts from rank 0's weights

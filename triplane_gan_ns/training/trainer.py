@@ -30,6 +30,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
 from triplane_gan_ns import alignment
+from triplane_gan_ns.data.class_index import CLASS_INDEX, write_class_index
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.generator import check_neural_resolution
 from triplane_gan_ns.fileio import atomic_write, check_creatable_dir
@@ -38,7 +39,6 @@ from triplane_gan_ns.runs import (
     load_checkpoint_file,
     save_checkpoint_file,
     state_dict_mismatch,
-    write_class_index,
 )
 from triplane_gan_ns.training.pipeline import GanPipeline, GanPipelineConfig
 from triplane_gan_ns.training.progress import IMAGES_PER_SEC, GanLocalWriterConfig
@@ -93,8 +93,10 @@ class GanTrainerConfig(TrainerConfig):
             raise UserError(f"--output-dir {self.output_dir}: {err}") from None
 
     def save_config(self) -> None:
-        """Check the settings, then write ``config.yml`` (nerfstudio does this before training starts)."""
+        """Check the settings, then write ``config.yml`` (nerfstudio does this before training starts), recording
+        where the run's class index will be (the viewers show the generator from it when the data is gone)."""
         self.check_settings()
+        self.pipeline.datamanager.run_class_index = self.get_base_dir() / CLASS_INDEX
         super().save_config()
         _FRESH_CONFIGS.add(self.get_base_dir() / "config.yml")
 
@@ -166,7 +168,7 @@ class GanTrainer(Trainer):
 
     @check_main_thread
     def write_class_index(self) -> Path:
-        """``class_index.json`` in the run folder (``runs.write_class_index``)."""
+        """``class_index.json`` in the run folder (``data/class_index.py``)."""
         model = self.pipeline.gan_model
         metadata = self.pipeline.datamanager.train_dataset.metadata
         ids = list(metadata.get("class_ids", model.class_names))

@@ -1,10 +1,12 @@
 """``triplane-gan viewer``: a trained run in nerfstudio's viewer, listening on 127.0.0.1 unless told otherwise.
 
 What ``ns-viewer --load-config`` does, with three differences: the run's ``config.yml`` is read with
-``runs.load_config`` (it executes nothing) and the checkpoint with ``weights_only=True``; checkpoints are found
-next to ``config.yml`` (wherever the command is started); and the viewer binds 127.0.0.1, where ``ns-viewer``
-binds 0.0.0.0 (every network interface).  ``--viewer.websocket-host 0.0.0.0`` exposes it on purpose.  The
-address and port actually bound are printed (the port is the next free one if the asked one is taken).
+``runs.load_config`` (it executes nothing) and the checkpoint with ``weights_only=True``; checkpoints and
+``class_index.json`` are found next to ``config.yml`` (wherever the command is started); and the viewer binds
+127.0.0.1, where ``ns-viewer`` binds 0.0.0.0 (every network interface).  ``--viewer.websocket-host 0.0.0.0``
+exposes it on purpose.  The address and port actually bound are printed (the port is the next free one if the
+asked one is taken).  Without the run's data folder the generator is shown all the same, with the classes and
+resolution of ``class_index.json`` (the datamanager's fallback, as with ``ns-viewer``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Optional
 from nerfstudio.configs.base_config import ViewerConfig
 
 from triplane_gan_ns.latents import resolve_device
-from triplane_gan_ns.runs import latest_checkpoint, read_run_config
+from triplane_gan_ns.runs import CLASS_INDEX, latest_checkpoint, read_run_config
 from triplane_gan_ns.runs import load_checkpoint_file
 
 LOOPBACK = "127.0.0.1"
@@ -27,7 +29,8 @@ LOOPBACK = "127.0.0.1"
 @dataclass
 class ViewRun:
     """Open a trained run in nerfstudio's viewer (on 127.0.0.1; pass --viewer.websocket-host 0.0.0.0 to let
-    other machines connect).  Needs the run's training data, like ns-viewer."""
+    other machines connect).  Works without the run's training data: it needs config.yml, class_index.json and
+    a checkpoint."""
 
     load_config: Path
     """config.yml of a training run."""
@@ -47,6 +50,7 @@ class ViewRun:
         config = read_run_config(self.load_config)
         run_dir = Path(self.load_config).parent
         state = load_checkpoint_file(Path(self.checkpoint) if self.checkpoint else latest_checkpoint(run_dir))
+        config.pipeline.datamanager.run_class_index = run_dir / CLASS_INDEX  # where the run is now
         pipeline = config.pipeline.setup(device=resolve_device(self.device), test_mode="test")
         pipeline.eval()
         pipeline.load_pipeline(state["pipeline"], state["step"])
