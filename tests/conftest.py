@@ -16,6 +16,8 @@ _CACHE = Path(os.environ.setdefault("TRIPLANE_GAN_NS_CACHE", str(Path(__file__).
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+pytest_plugins = ["run_fixture"]  # the session's trained tiny run (``trained_tiny_run``), built once
+
 
 @pytest.fixture
 def tiny_model():

@@ -1,5 +1,6 @@
 """A session-wide tiny training run (4 steps of ``ns-train triplane-gan-tiny``) for tests that use a trained
-generator; import the fixture into a test module: ``from run_fixture import trained_tiny_run``."""
+generator.  Registered once for the whole session by ``pytest_plugins`` in conftest.py (importing the fixture
+into test modules would define it once per module, and train once per module)."""
 
 from __future__ import annotations
 

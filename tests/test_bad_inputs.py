@@ -19,7 +19,6 @@ from typing import Dict, List, Tuple
 
 import pytest
 import torch
-from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 
 BIN = Path(sys.executable).parent
 MARKER = "PWNED"

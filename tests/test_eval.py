@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from run_fixture import trained_tiny_run  # noqa: F401  (pytest fixture)
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.eval.command import Evaluate, evaluate, parse_metrics

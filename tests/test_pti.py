@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from run_fixture import trained_tiny_run  # noqa: F401  (pytest fixture)
 
 from triplane_gan_ns.pretrained import vgg16 as pretrained
 from triplane_gan_ns.errors import UserError

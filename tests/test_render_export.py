@@ -17,7 +17,6 @@ import pytest
 import torch
 import trimesh
 from PIL import Image
-from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent

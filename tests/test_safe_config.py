@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 
 from triplane_gan_ns import registry
 from triplane_gan_ns.errors import UserError

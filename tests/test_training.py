@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from run_fixture import trained_tiny_run  # noqa: F401  (pytest fixture)
 
 NS_TRAIN = str(Path(sys.executable).with_name("ns-train"))
 
@@ -134,7 +133,7 @@ def test_loading_errors_are_one_line(tmp_path, tiny_run):
         load_model(tmp_path / "config.yml")
 
 
-def test_checkpoints_log_the_aligned_geometry_measure(tiny_trainer, tiny_run):
+def test_checkpoints_log_the_aligned_geometry_measure(tiny_trainer, tiny_run, monkeypatch):
     """On data with known shapes every checkpoint logs the pose-free geometry measure of the EMA generator: the
     same numbers as ``aligned_geometry_scores`` called directly, one line per save in geometry.jsonl, and the
     training RNG streams untouched (a resumed run must continue identically)."""
@@ -161,10 +160,15 @@ def test_checkpoints_log_the_aligned_geometry_measure(tiny_trainer, tiny_run):
     # the box is a cube: it matches the cube class better than the torus
     assert scores["shape_fscore/cube"] > scores["shape_fscore/torus"] + 0.2
     assert scores["shape_class_correct_fraction/cube"] == 1.0
+    # the next checkpoint appends its line (the measure itself is replaced: its result is checked above)
+    from triplane_gan_ns import alignment
+
+    monkeypatch.setattr(alignment, "aligned_geometry_scores", lambda *a, **k: {**scores, "shape_fscore": 0.5})
     trainer.log_geometry(9)
     lines = [json.loads(line) for line in (trainer.base_dir / "geometry.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [7, 9]
     assert lines[0] == {"step": 7, **scores}
+    assert lines[1] == {"step": 9, **scores, "shape_fscore": 0.5}
     # a run on the embedded data logged it at each of its two checkpoints
     logged = [json.loads(line)["step"] for line in (tiny_run / "geometry.jsonl").read_text().splitlines()]
     assert logged == [2, 3]

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 
 NS_VIEWER = str(Path(sys.executable).with_name("ns-viewer"))
 TRIPLANE_GAN = str(Path(sys.executable).with_name("triplane-gan"))
