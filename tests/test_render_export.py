@@ -21,7 +21,7 @@ from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.export.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
 from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes
-from triplane_gan_ns.surface import density_grid, extract_mesh, keep_largest_components, mesh_from_grid
+from triplane_gan_ns.surface import density_grid, extract_mesh, keep_largest_components, mesh_from_grid, simplify_mesh
 from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_view, render_views
 from triplane_gan_ns.inference import load_model
 
@@ -244,6 +244,15 @@ def test_mrc_header_and_data():
     assert data[208:212] == b"MAP "
     body = np.frombuffer(data[1024:], dtype="<f4").reshape(7, 6, 5)  # sections, rows, columns
     assert np.array_equal(body.transpose(2, 1, 0), grid)
+
+
+def test_simplification_meets_the_face_budget_inside_the_box():
+    mesh = extract_mesh(_ball((0.3, 0, 0), 0.9), None, 40, 0.8, threshold=10.0)
+    simple = simplify_mesh(mesh, 1000, bound=0.8)
+    assert 500 < len(simple.faces) <= 1000 < len(mesh.faces)
+    assert (np.abs(simple.vertices) <= 0.8).all()
+    assert simple.volume == pytest.approx(mesh.volume, rel=0.05)
+    assert simplify_mesh(mesh, len(mesh.faces)) is mesh
 
 
 # ---- meshes of the trained generator ----------------------------------------------------------------------

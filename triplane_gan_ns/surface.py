@@ -9,6 +9,8 @@ Used by ``export-mesh``, by the pose-free geometry measure (``alignment.py``) an
   is padded with one layer of zero density, so surfaces cut by the box are closed there (vertices clipped onto
   the box faces): the mesh is watertight and never leaves the box.  Vertices are in world units and axes (z
   up), not voxel indices; only the ``K`` connected components with the most faces are kept (0 keeps all).
+* ``simplify_mesh``: quadric edge-collapse decimation (``fast-simplification``, through trimesh) to a face budget,
+  vertices kept inside the box.
 
 Threshold: density is ``softplus(raw - 1)`` per world unit; the default 10 is EG3D's level for its shapes.
 A ray crossing one voxel of a 256³ lattice of a unit-bound box (2/255 units) at density 10 loses ~8% of
@@ -88,6 +90,18 @@ def keep_largest_components(mesh: trimesh.Trimesh, keep: int) -> trimesh.Trimesh
         return mesh
     parts = sorted(parts, key=lambda m: len(m.faces), reverse=True)[:keep]
     return trimesh.util.concatenate(parts)
+
+
+def simplify_mesh(mesh: trimesh.Trimesh, max_faces: int, bound: Optional[float] = None) -> trimesh.Trimesh:
+    """At most about ``max_faces`` faces by quadric decimation (the mesh itself when it has no more); vertex colours
+    are dropped.  With ``bound``, vertices are clipped into ``[-bound, bound]^3`` afterwards."""
+    if len(mesh.faces) <= max_faces:
+        return mesh
+    simple = mesh.simplify_quadric_decimation(face_count=max_faces)
+    vertices = np.asarray(simple.vertices)
+    if bound is not None:
+        vertices = np.clip(vertices, -bound, bound)
+    return trimesh.Trimesh(vertices=vertices, faces=np.asarray(simple.faces), process=False)
 
 
 def mesh_from_grid(
