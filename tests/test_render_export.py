@@ -1,9 +1,10 @@
 """Rendering a trained generator from any camera (``triplane-gan render``) and exporting meshes
-(``triplane-gan export-mesh``): determinism, closed orbits, output files, marching cubes on analytic fields,
-and one-line errors for bad input."""
+(``triplane-gan export-mesh``): determinism, closed orbits, output files, marching cubes and baked textures on
+analytic fields, and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import subprocess
@@ -22,6 +23,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.export.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
 from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes
 from triplane_gan_ns.surface import density_grid, extract_mesh, keep_largest_components, mesh_from_grid, simplify_mesh
+from triplane_gan_ns.texture import bake_texture, dilate, rasterise, textured_mesh, uv_unwrap
 from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_view, render_views
 from triplane_gan_ns.inference import load_model
 
@@ -244,6 +246,123 @@ def test_mrc_header_and_data():
     assert data[208:212] == b"MAP "
     body = np.frombuffer(data[1024:], dtype="<f4").reshape(7, 6, 5)  # sections, rows, columns
     assert np.array_equal(body.transpose(2, 1, 0), grid)
+
+
+# ---- textures of analytic fields ---------------------------------------------------------------------------
+def _position_colour(p: torch.Tensor) -> torch.Tensor:
+    """RGB = (x + 1) / 2, (y + 1) / 2, (z + 1) / 2: linear, each channel changes by 0.5 per world unit."""
+    return (p + 1) / 2
+
+
+def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples (texel centres at ``((col + 0.5) / w, 1 - (row + 0.5) / h)``, edges clamped) and the
+    rows and columns of their four taps."""
+    h, w = image.shape[:2]
+    x, y = uv[:, 0] * w - 0.5, (1 - uv[:, 1]) * h - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    rows = np.clip(np.stack([y0, y0, y0 + 1, y0 + 1]), 0, h - 1)
+    cols = np.clip(np.stack([x0, x0 + 1, x0, x0 + 1]), 0, w - 1)
+    taps = image[rows, cols].astype(np.float64)
+    value = taps[0] * (1 - fx) * (1 - fy) + taps[1] * fx * (1 - fy) + taps[2] * (1 - fx) * fy + taps[3] * fx * fy
+    return value, rows, cols
+
+
+def test_faces_xatlas_leaves_out_collapse_onto_a_neighbouring_vertex():
+    """xatlas leaves out faces below float32's area epsilon (after scaling to a mean face area of 1): here two
+    slivers of 1e-9 of the mean area.  They must not stretch across the atlas (they would paint over other charts)."""
+    mesh = extract_mesh(_ball((0, 0, 0), 0.6), None, 24, 1.0, threshold=10.0)
+    mesh.merge_vertices()
+    vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    a, b, c = faces[0]
+    vertices = np.vstack([vertices, vertices[a] + 1e-9 * (vertices[b] + vertices[c] - 2 * vertices[a])])
+    m = len(vertices) - 1  # face 0 becomes one ordinary face and two slivers along its sides at a
+    faces = np.vstack([[m, b, c], [a, b, m], [a, m, c], faces[1:]])
+    source, new_faces, uv = uv_unwrap(vertices, faces, 256)
+    assert np.array_equal(source[new_faces], faces)
+    assert (uv >= 0).all() and (uv <= 1).all()
+    slivers = uv[new_faces[1:3]].reshape(-1, 2)
+    assert (slivers == slivers[0]).all()
+    charted = new_faces[3:].ravel()
+    assert (np.abs(uv[charted[source[charted] == a]] - slivers[0]).max(axis=-1) == 0).any()
+    tri = uv[new_faces] * 256
+    assert (np.abs(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])) / 2).max() < 50
+
+
+def test_rasterised_texels_are_the_centres_inside_each_triangle():
+    # the centres (c + 0.5, r + 0.5) inside x + y <= 4 are those with c + r <= 3: 10 texels
+    triangle = np.array([[[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]]])
+    chunks = list(rasterise(triangle, 8, chunk=3))
+    texel = np.concatenate([t for t, _, _, _ in chunks])
+    bary = np.concatenate([b for _, _, b, _ in chunks])
+    rows, cols = texel // 8, texel % 8
+    assert sorted(zip(rows, cols)) == [(r, c) for r in range(4) for c in range(4) if r + c <= 3]
+    centres = np.stack([cols + 0.5, rows + 0.5], axis=-1)
+    np.testing.assert_allclose(bary @ triangle[0], centres, atol=1e-12)
+    # with a margin, the texels just outside come too, their points clamped onto the triangle
+    texel = np.concatenate([t for t, _, _, _ in rasterise(triangle, 8, margin=1.0)])
+    assert len(texel) > 10 and (texel // 8 + texel % 8 <= 5).all()
+    # a triangle of no area covers nothing
+    assert not list(rasterise(np.array([[[0.0, 0.0], [2.0, 2.0], [4.0, 4.0]]]), 8, margin=1.0))
+
+
+def test_texels_between_two_charts_take_the_nearer_one():
+    """Two triangles 1.6 texels apart in a 16² texture, far apart on the surface: the texel centres in the gap
+    (each within BORDER of both) take the colour of the nearer triangle, whichever comes first, in one chunk of
+    texels or in several."""
+    size = 16
+    pixels = np.array([[1.0, 1.0], [6.2, 1.0], [6.2, 15.0], [7.8, 1.0], [15.0, 1.0], [7.8, 15.0]])
+    uv = np.stack([pixels[:, 0] / size, 1 - pixels[:, 1] / size], axis=-1)
+    vertices = np.array([[-1.0, -1, -1], [-0.9, -1, -1], [-0.9, -0.9, -1], [1, 1, 1], [0.9, 1, 1], [1, 0.9, 1]])
+    orders = (np.array([[0, 1, 2], [3, 4, 5]]), np.array([[3, 4, 5], [0, 1, 2]]))
+    for faces, chunk in itertools.product(orders, (4, 256)):
+        image, baked = bake_texture(_position_colour, vertices, faces, uv, size, chunk_size=chunk)
+        row = 10  # away from the triangles' slanted sides
+        assert baked[row, 6] and baked[row, 7]  # 0.3 and 1.3 texels outside the left one, 1.3 and 0.3 the right
+        assert (image[row, 5:7] < 20).all() and (image[row, 7:9] > 230).all()
+
+
+def test_dilation_grows_the_filled_texels_into_their_neighbours():
+    image = np.zeros((20, 20, 3), dtype=np.uint8)
+    filled = np.zeros((20, 20), dtype=bool)
+    image[5:8, 5:8], filled[5:8, 5:8] = [200, 100, 50], True
+    image[5:8, 13], filled[5:8, 13] = [0, 100, 250], True
+    grown, mask = dilate(image, filled, 2)
+    expected = np.zeros_like(filled)
+    expected[3:10, 3:10] = expected[3:10, 11:16] = True
+    assert np.array_equal(mask, expected)
+    assert (grown[3:10, 3:10] == [200, 100, 50]).all() and (grown[3:10, 11:16] == [0, 100, 250]).all()
+    assert (grown[~mask] == 0).all() and np.array_equal(grown[filled], image[filled])
+    # where two regions meet, a texel takes the mean of its filled neighbours
+    grown, mask = dilate(image, filled, 3)
+    assert mask[6, 10] and (grown[6, 10] == [100, 100, 150]).all()
+
+
+def test_texture_is_baked_under_every_bilinear_tap_of_the_surface():
+    """Every tap a bilinear sample of the surface reads was baked from the surface itself (inside a chart or
+    within ``BORDER`` texels of it), never dilated or background; the rest of the atlas is still filled."""
+    size = 128
+    mesh = extract_mesh(_ball((0.1, 0, 0), 0.5), None, 24, 1.0, threshold=10.0)
+    textured = textured_mesh(mesh, _position_colour, size)
+    image, baked = bake_texture(_position_colour, textured.vertices, textured.faces, textured.visual.uv, size)
+    assert np.array_equal(image, np.asarray(textured.visual.material.baseColorTexture))
+    points, face = trimesh.sample.sample_surface(textured, 50_000, seed=1)
+    bary = trimesh.triangles.points_to_barycentric(textured.triangles[face], points)
+    uv = np.einsum("kj,kjd->kd", bary, textured.visual.uv[textured.faces[face]])
+    _, rows, cols = _bilinear(image, uv)
+    assert baked[rows, cols].all()
+    assert 0.3 < baked.mean() < 1  # charts cover much of the atlas, and leave gutters
+    # the first ring of gutter texels holds colours between those of its baked neighbours (dilation), not a flat
+    # background
+    padded = np.pad(image.astype(int), ((1, 1), (1, 1), (0, 0)))
+    padded_baked = np.pad(baked, 1)
+    window = [(slice(1 + dy, size + 1 + dy), slice(1 + dx, size + 1 + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    shifted = [(padded[w], padded_baked[w]) for w in window if w != window[4]]
+    low = np.min([np.where(m[..., None], v, 999) for v, m in shifted], axis=0)
+    high = np.max([np.where(m[..., None], v, -1) for v, m in shifted], axis=0)
+    ring = ~baked & np.any([m for _, m in shifted], axis=0)
+    assert ring.sum() > 100
+    assert ((image[ring] >= low[ring]) & (image[ring] <= high[ring])).all()
 
 
 def test_simplification_meets_the_face_budget_inside_the_box():
