@@ -21,9 +21,9 @@ from run_fixture import trained_tiny_run  # noqa: F401  (session fixture)
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.export.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
-from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes
+from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes, write_mesh
 from triplane_gan_ns.surface import density_grid, extract_mesh, keep_largest_components, mesh_from_grid, simplify_mesh
-from triplane_gan_ns.texture import bake_texture, dilate, rasterise, textured_mesh, uv_unwrap
+from triplane_gan_ns.texture import BORDER, bake_texture, dilate, rasterise, textured_mesh, uv_unwrap
 from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_view, render_views
 from triplane_gan_ns.inference import load_model
 
@@ -254,6 +254,10 @@ def _position_colour(p: torch.Tensor) -> torch.Tensor:
     return (p + 1) / 2
 
 
+COLOUR_GRADIENT = 0.5
+"""Largest rate of change of any channel of ``_position_colour`` per world unit."""
+
+
 def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Bilinear samples (texel centres at ``((col + 0.5) / w, 1 - (row + 0.5) / h)``, edges clamped) and the
     rows and columns of their four taps."""
@@ -266,6 +270,65 @@ def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     taps = image[rows, cols].astype(np.float64)
     value = taps[0] * (1 - fx) * (1 - fy) + taps[1] * fx * (1 - fy) + taps[2] * (1 - fx) * fy + taps[3] * fx * fy
     return value, rows, cols
+
+
+def _texel_stretch(mesh: trimesh.Trimesh, uv: np.ndarray, size: int) -> np.ndarray:
+    """Per face, the longest world distance one texel of the texture maps to (largest singular value of the
+    texture-to-surface map)."""
+    tri_uv = uv[mesh.faces] * size
+    edges_uv = np.stack([tri_uv[:, 1] - tri_uv[:, 0], tri_uv[:, 2] - tri_uv[:, 0]], axis=-1)  # [f, 2, 2]
+    edges_3d = np.stack([mesh.triangles[:, 1] - mesh.triangles[:, 0], mesh.triangles[:, 2] - mesh.triangles[:, 0]], -1)
+    jacobian = edges_3d @ np.linalg.inv(edges_uv)  # [f, 3, 2]: world per texel
+    return np.linalg.svd(jacobian, compute_uv=False)[:, 0]
+
+
+def _texture_errors(mesh: trimesh.Trimesh, image: np.ndarray, count: int = 100_000):
+    """|texture - field| at the vertices and at random surface points, in [0, 1] units per channel."""
+    image = image[..., :3].astype(np.float64) / 255
+    at_vertices = np.abs(_bilinear(image, mesh.visual.uv)[0] - _position_colour(torch.tensor(mesh.vertices)).numpy())
+    points, face = trimesh.sample.sample_surface(mesh, count, seed=0)
+    bary = trimesh.triangles.points_to_barycentric(mesh.triangles[face], points)
+    uv = np.einsum("kj,kjd->kd", bary, mesh.visual.uv[mesh.faces[face]])
+    at_points = np.abs(_bilinear(image, uv)[0] - _position_colour(torch.tensor(points)).numpy())
+    return at_vertices, at_points
+
+
+def test_textured_sphere_reloads_from_glb_and_obj_with_the_field_colours(tmp_path):
+    """Bounds: a bilinear sample of a linear colour inside one triangle's footprint is exact up to the texels'
+    rounding to 1/255 (at most 0.5/255 per texel), so the mean error stays below 0.5/255.  Near chart edges and
+    kinks between triangles, the four taps (within sqrt(2) texels of the sample) hold colours of surface points
+    at most ``sqrt(2) + BORDER`` texels away along the chart, i.e. ``(sqrt(2) + BORDER) * stretch`` world units,
+    so no sample is off by more than ``0.5/255 + COLOUR_GRADIENT * (sqrt(2) + BORDER) * max stretch`` (unless two
+    stretches of one chart's boundary come within a few texels of each other, which xatlas does not prevent: on
+    a 150k-face sphere at 1024² that put about 1 sample in 10^4 above 3/255, none here)."""
+    size = 256
+    mesh = extract_mesh(_ball((0, 0, 0), 0.6), None, 40, 1.0, threshold=10.0)
+    textured = textured_mesh(mesh, _position_colour, size, name="sphere")
+    assert len(textured.faces) == len(mesh.faces)
+    write_mesh(tmp_path / "sphere.glb", textured)
+    write_mesh(tmp_path / "obj" / "sphere.obj", textured)
+    assert sorted(p.name for p in (tmp_path / "obj").iterdir()) == ["sphere.mtl", "sphere.obj", "sphere.png"]
+    assert "map_Kd sphere.png" in (tmp_path / "obj" / "sphere.mtl").read_text()
+
+    glb = trimesh.load(tmp_path / "sphere.glb", force="mesh")
+    obj = trimesh.load(tmp_path / "obj" / "sphere.obj", force="mesh")
+    for reloaded, image in (
+        (glb, np.asarray(glb.visual.material.baseColorTexture)),
+        (obj, np.asarray(obj.visual.material.image)),
+    ):
+        assert image.shape[:2] == (size, size)
+        uv = reloaded.visual.uv
+        assert uv.shape == (len(reloaded.vertices), 2) and (uv >= 0).all() and (uv <= 1).all()
+        assert reloaded.area == pytest.approx(mesh.area, rel=1e-4)
+        stretch = _texel_stretch(reloaded, uv, size)
+        tri_uv = uv[reloaded.faces]
+        uv_area = np.abs(np.cross(tri_uv[:, 1] - tri_uv[:, 0], tri_uv[:, 2] - tri_uv[:, 0])).sum() / 2
+        assert uv_area > 0.25 and stretch.max() < 0.04  # the charts fill much of the texture, undistorted
+        at_vertices, at_points = _texture_errors(reloaded, image)
+        bound = 0.5 / 255 + COLOUR_GRADIENT * (math.sqrt(2) + BORDER) * stretch.max()
+        for errors in (at_vertices, at_points):
+            assert errors.mean() < 0.5 / 255, errors.mean() * 255
+            assert errors.max() < bound, (errors.max() * 255, bound * 255)
 
 
 def test_faces_xatlas_leaves_out_collapse_onto_a_neighbouring_vertex():
@@ -408,6 +471,38 @@ def test_export_mesh_of_a_generated_latent(run_dir, model, tmp_path):
     assert not (tmp_path / "default.glb").exists()
 
 
+def test_export_textured_mesh_of_a_generated_latent(run_dir, model, tmp_path):
+    """--texture with the 4-step generator (threshold: its own 90th percentile, as above): a GLB with an embedded
+    texture whose colours are the field's, and an OBJ with its MTL and PNG, simplified to --max-faces."""
+    latent = Latent(class_index=1, seed=3, truncation_psi=0.7)
+    density_fn, colour_fn = latent_field_fns(model, latent)
+    threshold = f"{float(np.quantile(density_grid(density_fn, 32, 1.0), 0.9)):.6f}"
+    common = [
+        "export-mesh", "--load-config", str(run_dir / "config.yml"), "--class", "1", "--seed", "3",
+        "--resolution", "32", "--density-threshold", threshold, "--texture", "--texture-size", "128",
+    ]
+    result = _cli(*common, "--output", str(tmp_path / "textured.glb"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    glb = trimesh.load(tmp_path / "textured.glb", force="mesh")
+    plain = mesh_from_grid(density_grid(density_fn, 32, 1.0), 1.0, float(threshold), keep_components=1)
+    assert len(glb.faces) == len(plain.nondegenerate_faces().nonzero()[0]) and glb.area == pytest.approx(plain.area)
+    image = np.asarray(glb.visual.material.baseColorTexture)[..., :3]
+    assert image.shape == (128, 128, 3) and image.std() > 0
+    uv = glb.visual.uv
+    assert (uv >= 0).all() and (uv <= 1).all()
+    # texels under the vertices: the field's colour there, up to the texture's resolution
+    sampled = _bilinear(image.astype(np.float64) / 255, uv)[0]
+    field = colour_fn(torch.as_tensor(glb.vertices, dtype=torch.float32)).clamp(0, 1).numpy()
+    assert np.abs(sampled - field).mean() < 0.02, np.abs(sampled - field).mean()
+
+    result = _cli(*common, "--max-faces", "300", "--output", str(tmp_path / "obj" / "small mesh.obj"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = sorted(p.name for p in (tmp_path / "obj").iterdir())
+    assert written == ["small mesh.obj", "small_mesh.mtl", "small_mesh.png"]
+    obj = trimesh.load(tmp_path / "obj" / "small mesh.obj", force="mesh")
+    assert 100 < len(obj.faces) <= 300 and np.asarray(obj.visual.material.image).shape[:2] == (128, 128)
+
+
 # ---- bad input: one line ----------------------------------------------------------------------------------
 BAD_INPUT = {
     "missing config": (
@@ -428,6 +523,9 @@ BAD_INPUT = {
     "mesh volume suffix": (["export-mesh", "--output", "{tmp}/m.ply", "--volume", "{tmp}/v.raw"], ".npy, .mrc"),
     "mesh parent not creatable": (["export-mesh", "--output", "/proc/triplane-gan/m.obj"], "cannot write to /proc"),
     "mesh parent not a folder": (["export-mesh", "--output", "{tmp}/file.txt/m.obj"], "file.txt"),
+    "mesh texture in ply": (["export-mesh", "--texture", "--output", "{tmp}/m.ply"], "use .glb or .obj"),
+    "mesh texture size": (["export-mesh", "--texture", "--texture-size", "32", "--output", "{tmp}/m.glb"], "64..4096"),
+    "mesh max faces": (["export-mesh", "--max-faces", "2", "--output", "{tmp}/m.glb"], "0 (keep all) or at least 4"),
 }
 
 

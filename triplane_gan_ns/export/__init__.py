@@ -3,7 +3,8 @@
 * ``latents.py``: a ``Latent`` is (class, seed, truncation psi) mapped through the EMA generator, or the ``ws``
   of a saved latent file;
 * ``video.py``: ``triplane-gan render``: view grids, orbit videos, depth and opacity images;
-* ``mesh.py``: ``triplane-gan export-mesh``: marching cubes on the triplane's density, coloured vertices.
+* ``mesh.py``: ``triplane-gan export-mesh``: marching cubes on the triplane's density, coloured vertices or a baked
+  texture.
 """
 
 from __future__ import annotations
