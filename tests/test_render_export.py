@@ -1,9 +1,10 @@
 """Rendering a trained generator from any camera (``triplane-gan render``) and exporting meshes
-(``triplane-gan export-mesh``): determinism, closed orbits, output files, marching cubes on analytic fields,
-and one-line errors for bad input."""
+(``triplane-gan export-mesh``): determinism, closed orbits, output files, marching cubes and baked textures on
+analytic fields, and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import struct
@@ -20,7 +21,7 @@ from PIL import Image
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
-from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes
+from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes, write_mesh
 from triplane_gan_ns.surface import (
     automatic_threshold,
     density_grid,
@@ -28,7 +29,9 @@ from triplane_gan_ns.surface import (
     keep_largest_components,
     mesh_from_grid,
     opaque_level,
+    simplify_mesh,
 )
+from triplane_gan_ns.texture import BORDER, bake_texture, dilate, rasterise, textured_mesh, uv_unwrap
 from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_view, render_views
 from triplane_gan_ns.runs import load_model
 
@@ -294,6 +297,195 @@ def test_mrc_header_and_data():
     assert np.array_equal(body.transpose(2, 1, 0), grid)
 
 
+# ---- textures of analytic fields ---------------------------------------------------------------------------
+def _position_colour(p: torch.Tensor) -> torch.Tensor:
+    """RGB = (x + 1) / 2, (y + 1) / 2, (z + 1) / 2: linear, each channel changes by 0.5 per world unit."""
+    return (p + 1) / 2
+
+
+COLOUR_GRADIENT = 0.5
+"""Largest rate of change of any channel of ``_position_colour`` per world unit."""
+
+
+def _bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples (texel centres at ``((col + 0.5) / w, 1 - (row + 0.5) / h)``, edges clamped) and the
+    rows and columns of their four taps."""
+    h, w = image.shape[:2]
+    x, y = uv[:, 0] * w - 0.5, (1 - uv[:, 1]) * h - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    rows = np.clip(np.stack([y0, y0, y0 + 1, y0 + 1]), 0, h - 1)
+    cols = np.clip(np.stack([x0, x0 + 1, x0, x0 + 1]), 0, w - 1)
+    taps = image[rows, cols].astype(np.float64)
+    value = taps[0] * (1 - fx) * (1 - fy) + taps[1] * fx * (1 - fy) + taps[2] * (1 - fx) * fy + taps[3] * fx * fy
+    return value, rows, cols
+
+
+def _texel_stretch(mesh: trimesh.Trimesh, uv: np.ndarray, size: int) -> np.ndarray:
+    """Per face, the longest world distance one texel of the texture maps to (largest singular value of the
+    texture-to-surface map)."""
+    tri_uv = uv[mesh.faces] * size
+    edges_uv = np.stack([tri_uv[:, 1] - tri_uv[:, 0], tri_uv[:, 2] - tri_uv[:, 0]], axis=-1)  # [f, 2, 2]
+    edges_3d = np.stack([mesh.triangles[:, 1] - mesh.triangles[:, 0], mesh.triangles[:, 2] - mesh.triangles[:, 0]], -1)
+    jacobian = edges_3d @ np.linalg.inv(edges_uv)  # [f, 3, 2]: world per texel
+    return np.linalg.svd(jacobian, compute_uv=False)[:, 0]
+
+
+def _texture_errors(mesh: trimesh.Trimesh, image: np.ndarray, count: int = 100_000):
+    """|texture - field| at the vertices and at random surface points, in [0, 1] units per channel."""
+    image = image[..., :3].astype(np.float64) / 255
+    at_vertices = np.abs(_bilinear(image, mesh.visual.uv)[0] - _position_colour(torch.tensor(mesh.vertices)).numpy())
+    points, face = trimesh.sample.sample_surface(mesh, count, seed=0)
+    bary = trimesh.triangles.points_to_barycentric(mesh.triangles[face], points)
+    uv = np.einsum("kj,kjd->kd", bary, mesh.visual.uv[mesh.faces[face]])
+    at_points = np.abs(_bilinear(image, uv)[0] - _position_colour(torch.tensor(points)).numpy())
+    return at_vertices, at_points
+
+
+def test_textured_sphere_reloads_from_glb_and_obj_with_the_field_colours(tmp_path):
+    """Bounds: a bilinear sample of a linear colour inside one triangle's footprint is exact up to the texels'
+    rounding to 1/255 (at most 0.5/255 per texel), so the mean error stays below 0.5/255.  Near chart edges and
+    kinks between triangles, the four taps (within sqrt(2) texels of the sample) hold colours of surface points
+    at most ``sqrt(2) + BORDER`` texels away along the chart, i.e. ``(sqrt(2) + BORDER) * stretch`` world units,
+    so no sample is off by more than ``0.5/255 + COLOUR_GRADIENT * (sqrt(2) + BORDER) * max stretch`` (unless two
+    stretches of one chart's boundary come within a few texels of each other, which xatlas does not prevent: on
+    a 150k-face sphere at 1024² that put about 1 sample in 10^4 above 3/255, none here)."""
+    size = 256
+    mesh = extract_mesh(_ball((0, 0, 0), 0.6), None, 40, 1.0, threshold=10.0)
+    textured = textured_mesh(mesh, _position_colour, size, name="sphere")
+    assert len(textured.faces) == len(mesh.faces)
+    write_mesh(tmp_path / "sphere.glb", textured)
+    write_mesh(tmp_path / "obj" / "sphere.obj", textured)
+    assert sorted(p.name for p in (tmp_path / "obj").iterdir()) == ["sphere.mtl", "sphere.obj", "sphere.png"]
+    assert "map_Kd sphere.png" in (tmp_path / "obj" / "sphere.mtl").read_text()
+
+    glb = trimesh.load(tmp_path / "sphere.glb", force="mesh")
+    obj = trimesh.load(tmp_path / "obj" / "sphere.obj", force="mesh")
+    for reloaded, image in (
+        (glb, np.asarray(glb.visual.material.baseColorTexture)),
+        (obj, np.asarray(obj.visual.material.image)),
+    ):
+        assert image.shape[:2] == (size, size)
+        uv = reloaded.visual.uv
+        assert uv.shape == (len(reloaded.vertices), 2) and (uv >= 0).all() and (uv <= 1).all()
+        assert reloaded.area == pytest.approx(mesh.area, rel=1e-4)
+        stretch = _texel_stretch(reloaded, uv, size)
+        tri_uv = uv[reloaded.faces]
+        uv_area = np.abs(np.cross(tri_uv[:, 1] - tri_uv[:, 0], tri_uv[:, 2] - tri_uv[:, 0])).sum() / 2
+        assert uv_area > 0.25 and stretch.max() < 0.04  # the charts fill much of the texture, undistorted
+        at_vertices, at_points = _texture_errors(reloaded, image)
+        bound = 0.5 / 255 + COLOUR_GRADIENT * (math.sqrt(2) + BORDER) * stretch.max()
+        for errors in (at_vertices, at_points):
+            assert errors.mean() < 0.5 / 255, errors.mean() * 255
+            assert errors.max() < bound, (errors.max() * 255, bound * 255)
+
+
+def test_faces_xatlas_leaves_out_collapse_onto_a_neighbouring_vertex():
+    """xatlas leaves out faces below float32's area epsilon (after scaling to a mean face area of 1): here two
+    slivers of 1e-9 of the mean area.  They must not stretch across the atlas (they would paint over other charts)."""
+    mesh = extract_mesh(_ball((0, 0, 0), 0.6), None, 24, 1.0, threshold=10.0)
+    mesh.merge_vertices()
+    vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    a, b, c = faces[0]
+    vertices = np.vstack([vertices, vertices[a] + 1e-9 * (vertices[b] + vertices[c] - 2 * vertices[a])])
+    m = len(vertices) - 1  # face 0 becomes one ordinary face and two slivers along its sides at a
+    faces = np.vstack([[m, b, c], [a, b, m], [a, m, c], faces[1:]])
+    source, new_faces, uv = uv_unwrap(vertices, faces, 256)
+    assert np.array_equal(source[new_faces], faces)
+    assert (uv >= 0).all() and (uv <= 1).all()
+    slivers = uv[new_faces[1:3]].reshape(-1, 2)
+    assert (slivers == slivers[0]).all()
+    charted = new_faces[3:].ravel()
+    assert (np.abs(uv[charted[source[charted] == a]] - slivers[0]).max(axis=-1) == 0).any()
+    tri = uv[new_faces] * 256
+    assert (np.abs(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])) / 2).max() < 50
+
+
+def test_rasterised_texels_are_the_centres_inside_each_triangle():
+    # the centres (c + 0.5, r + 0.5) inside x + y <= 4 are those with c + r <= 3: 10 texels
+    triangle = np.array([[[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]]])
+    chunks = list(rasterise(triangle, 8, chunk=3))
+    texel = np.concatenate([t for t, _, _, _ in chunks])
+    bary = np.concatenate([b for _, _, b, _ in chunks])
+    rows, cols = texel // 8, texel % 8
+    assert sorted(zip(rows, cols)) == [(r, c) for r in range(4) for c in range(4) if r + c <= 3]
+    centres = np.stack([cols + 0.5, rows + 0.5], axis=-1)
+    np.testing.assert_allclose(bary @ triangle[0], centres, atol=1e-12)
+    # with a margin, the texels just outside come too, their points clamped onto the triangle
+    texel = np.concatenate([t for t, _, _, _ in rasterise(triangle, 8, margin=1.0)])
+    assert len(texel) > 10 and (texel // 8 + texel % 8 <= 5).all()
+    # a triangle of no area covers nothing
+    assert not list(rasterise(np.array([[[0.0, 0.0], [2.0, 2.0], [4.0, 4.0]]]), 8, margin=1.0))
+
+
+def test_texels_between_two_charts_take_the_nearer_one():
+    """Two triangles 1.6 texels apart in a 16² texture, far apart on the surface: the texel centres in the gap
+    (each within BORDER of both) take the colour of the nearer triangle, whichever comes first, in one chunk of
+    texels or in several."""
+    size = 16
+    pixels = np.array([[1.0, 1.0], [6.2, 1.0], [6.2, 15.0], [7.8, 1.0], [15.0, 1.0], [7.8, 15.0]])
+    uv = np.stack([pixels[:, 0] / size, 1 - pixels[:, 1] / size], axis=-1)
+    vertices = np.array([[-1.0, -1, -1], [-0.9, -1, -1], [-0.9, -0.9, -1], [1, 1, 1], [0.9, 1, 1], [1, 0.9, 1]])
+    orders = (np.array([[0, 1, 2], [3, 4, 5]]), np.array([[3, 4, 5], [0, 1, 2]]))
+    for faces, chunk in itertools.product(orders, (4, 256)):
+        image, baked = bake_texture(_position_colour, vertices, faces, uv, size, chunk_size=chunk)
+        row = 10  # away from the triangles' slanted sides
+        assert baked[row, 6] and baked[row, 7]  # 0.3 and 1.3 texels outside the left one, 1.3 and 0.3 the right
+        assert (image[row, 5:7] < 20).all() and (image[row, 7:9] > 230).all()
+
+
+def test_dilation_grows_the_filled_texels_into_their_neighbours():
+    image = np.zeros((20, 20, 3), dtype=np.uint8)
+    filled = np.zeros((20, 20), dtype=bool)
+    image[5:8, 5:8], filled[5:8, 5:8] = [200, 100, 50], True
+    image[5:8, 13], filled[5:8, 13] = [0, 100, 250], True
+    grown, mask = dilate(image, filled, 2)
+    expected = np.zeros_like(filled)
+    expected[3:10, 3:10] = expected[3:10, 11:16] = True
+    assert np.array_equal(mask, expected)
+    assert (grown[3:10, 3:10] == [200, 100, 50]).all() and (grown[3:10, 11:16] == [0, 100, 250]).all()
+    assert (grown[~mask] == 0).all() and np.array_equal(grown[filled], image[filled])
+    # where two regions meet, a texel takes the mean of its filled neighbours
+    grown, mask = dilate(image, filled, 3)
+    assert mask[6, 10] and (grown[6, 10] == [100, 100, 150]).all()
+
+
+def test_texture_is_baked_under_every_bilinear_tap_of_the_surface():
+    """Every tap a bilinear sample of the surface reads was baked from the surface itself (inside a chart or
+    within ``BORDER`` texels of it), never dilated or background; the rest of the atlas is still filled."""
+    size = 128
+    mesh = extract_mesh(_ball((0.1, 0, 0), 0.5), None, 24, 1.0, threshold=10.0)
+    textured = textured_mesh(mesh, _position_colour, size)
+    image, baked = bake_texture(_position_colour, textured.vertices, textured.faces, textured.visual.uv, size)
+    assert np.array_equal(image, np.asarray(textured.visual.material.baseColorTexture))
+    points, face = trimesh.sample.sample_surface(textured, 50_000, seed=1)
+    bary = trimesh.triangles.points_to_barycentric(textured.triangles[face], points)
+    uv = np.einsum("kj,kjd->kd", bary, textured.visual.uv[textured.faces[face]])
+    _, rows, cols = _bilinear(image, uv)
+    assert baked[rows, cols].all()
+    assert 0.3 < baked.mean() < 1  # charts cover much of the atlas, and leave gutters
+    # the first ring of gutter texels holds colours between those of its baked neighbours (dilation), not a flat
+    # background
+    padded = np.pad(image.astype(int), ((1, 1), (1, 1), (0, 0)))
+    padded_baked = np.pad(baked, 1)
+    window = [(slice(1 + dy, size + 1 + dy), slice(1 + dx, size + 1 + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    shifted = [(padded[w], padded_baked[w]) for w in window if w != window[4]]
+    low = np.min([np.where(m[..., None], v, 999) for v, m in shifted], axis=0)
+    high = np.max([np.where(m[..., None], v, -1) for v, m in shifted], axis=0)
+    ring = ~baked & np.any([m for _, m in shifted], axis=0)
+    assert ring.sum() > 100
+    assert ((image[ring] >= low[ring]) & (image[ring] <= high[ring])).all()
+
+
+def test_simplification_meets_the_face_budget_inside_the_box():
+    mesh = extract_mesh(_ball((0.3, 0, 0), 0.9), None, 40, 0.8, threshold=10.0)
+    simple = simplify_mesh(mesh, 1000, bound=0.8)
+    assert 500 < len(simple.faces) <= 1000 < len(mesh.faces)
+    assert (np.abs(simple.vertices) <= 0.8).all()
+    assert simple.volume == pytest.approx(mesh.volume, rel=0.05)
+    assert simplify_mesh(mesh, len(mesh.faces)) is mesh
+
+
 # ---- meshes of the trained generator ----------------------------------------------------------------------
 def test_export_mesh_of_a_generated_latent(run_dir, model, tmp_path):
     """A fixed level (the 90th percentile of the 4-step generator's own density lattice) gives the same mesh as
@@ -341,6 +533,38 @@ def test_export_mesh_of_a_generated_latent(run_dir, model, tmp_path):
     assert not (tmp_path / "ten.glb").exists()
 
 
+def test_export_textured_mesh_of_a_generated_latent(run_dir, model, tmp_path):
+    """--texture with the 4-step generator (threshold: its own 90th percentile, as above): a GLB with an embedded
+    texture whose colours are the field's, and an OBJ with its MTL and PNG, simplified to --max-faces."""
+    latent = Latent(class_index=1, seed=3, truncation_psi=0.7)
+    density_fn, colour_fn = latent_field_fns(model, latent)
+    threshold = f"{float(np.quantile(density_grid(density_fn, 32, 1.0), 0.9)):.6f}"
+    common = [
+        "export-mesh", "--load-config", str(run_dir / "config.yml"), "--class", "1", "--seed", "3",
+        "--resolution", "32", "--density-threshold", threshold, "--texture", "--texture-size", "128",
+    ]
+    result = _cli(*common, "--output", str(tmp_path / "textured.glb"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    glb = trimesh.load(tmp_path / "textured.glb", force="mesh")
+    plain = mesh_from_grid(density_grid(density_fn, 32, 1.0), 1.0, float(threshold), keep_components=1)
+    assert len(glb.faces) == len(plain.nondegenerate_faces().nonzero()[0]) and glb.area == pytest.approx(plain.area)
+    image = np.asarray(glb.visual.material.baseColorTexture)[..., :3]
+    assert image.shape == (128, 128, 3) and image.std() > 0
+    uv = glb.visual.uv
+    assert (uv >= 0).all() and (uv <= 1).all()
+    # texels under the vertices: the field's colour there, up to the texture's resolution
+    sampled = _bilinear(image.astype(np.float64) / 255, uv)[0]
+    field = colour_fn(torch.as_tensor(glb.vertices, dtype=torch.float32)).clamp(0, 1).numpy()
+    assert np.abs(sampled - field).mean() < 0.02, np.abs(sampled - field).mean()
+
+    result = _cli(*common, "--max-faces", "300", "--output", str(tmp_path / "obj" / "small mesh.obj"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = sorted(p.name for p in (tmp_path / "obj").iterdir())
+    assert written == ["small mesh.obj", "small_mesh.mtl", "small_mesh.png"]
+    obj = trimesh.load(tmp_path / "obj" / "small mesh.obj", force="mesh")
+    assert 100 < len(obj.faces) <= 300 and np.asarray(obj.visual.material.image).shape[:2] == (128, 128)
+
+
 # ---- bad input: one line ----------------------------------------------------------------------------------
 BAD_INPUT = {
     "missing config": (
@@ -361,6 +585,9 @@ BAD_INPUT = {
     "mesh volume suffix": (["export-mesh", "--output", "{tmp}/m.ply", "--volume", "{tmp}/v.raw"], ".npy, .mrc"),
     "mesh parent not creatable": (["export-mesh", "--output", "/proc/triplane-gan/m.obj"], "cannot write to /proc"),
     "mesh parent not a folder": (["export-mesh", "--output", "{tmp}/file.txt/m.obj"], "file.txt"),
+    "mesh texture in ply": (["export-mesh", "--texture", "--output", "{tmp}/m.ply"], "use .glb or .obj"),
+    "mesh texture size": (["export-mesh", "--texture", "--texture-size", "32", "--output", "{tmp}/m.glb"], "64..4096"),
+    "mesh max faces": (["export-mesh", "--max-faces", "2", "--output", "{tmp}/m.glb"], "0 (keep all) or at least 4"),
 }
 
 

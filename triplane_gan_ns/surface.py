@@ -9,6 +9,8 @@ Used by ``export-mesh``, by the pose-free geometry measure (``alignment.py``) an
   is padded with one layer of zero density, so surfaces cut by the box are closed there (vertices clipped onto
   the box faces): the mesh is watertight and never leaves the box.  Vertices are in world units and axes (z
   up), not voxel indices; only the ``K`` connected components with the most faces are kept (0 keeps all).
+* ``simplify_mesh``: quadric edge-collapse decimation (``fast-simplification``, through trimesh) to a face budget,
+  vertices kept inside the box.
 
 * ``automatic_threshold``: a level chosen from the field itself, where its renders become opaque.  Density is
   ``softplus(raw - 1)`` per world unit, and what level makes a good surface depends on the model and on how far
@@ -95,6 +97,18 @@ def keep_largest_components(mesh: trimesh.Trimesh, keep: int) -> trimesh.Trimesh
         return mesh
     parts = sorted(parts, key=lambda m: len(m.faces), reverse=True)[:keep]
     return trimesh.util.concatenate(parts)
+
+
+def simplify_mesh(mesh: trimesh.Trimesh, max_faces: int, bound: Optional[float] = None) -> trimesh.Trimesh:
+    """At most about ``max_faces`` faces by quadric decimation (the mesh itself when it has no more); vertex colours
+    are dropped.  With ``bound``, vertices are clipped into ``[-bound, bound]^3`` afterwards."""
+    if len(mesh.faces) <= max_faces:
+        return mesh
+    simple = mesh.simplify_quadric_decimation(face_count=max_faces)
+    vertices = np.asarray(simple.vertices)
+    if bound is not None:
+        vertices = np.clip(vertices, -bound, bound)
+    return trimesh.Trimesh(vertices=vertices, faces=np.asarray(simple.faces), process=False)
 
 
 def mesh_from_grid(

@@ -2,5 +2,6 @@
 ``triplane_gan_ns/latents.py``).
 
 * ``video.py``: ``triplane-gan render``: view grids, orbit videos, depth and opacity images;
-* ``mesh.py``: ``triplane-gan export-mesh``: marching cubes on the triplane's density, coloured vertices.
+* ``mesh.py``: ``triplane-gan export-mesh``: marching cubes on the triplane's density, coloured vertices or a baked
+  texture.
 """
