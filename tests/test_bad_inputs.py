@@ -278,6 +278,7 @@ INVERT = {
     "malicious config": (["--load-config", "{evil_config}", "--image", "{broken_photo}"], "is not allowed"),
     "class out of range": (["--image", "{broken_photo}", "--class", "9"], "class 9 is out of range"),
     "malicious checkpoint": (["--image", "{broken_photo}", "--checkpoint", "{evil_pickle}"], "unsupported GLOBAL"),
+    "texture too small": (["--image", "{broken_photo}", "--texture-size", "10"], "--texture-size 10 is impossible"),
 }
 
 

@@ -128,7 +128,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 FAST = ["--inversion.latent-steps", "6", "--inversion.generator-steps", "4", "--perceptual", "efficientnet-lite0",
-        "--turntable-frames", "4", "--mesh-resolution", "16"]
+        "--turntable-frames", "4", "--mesh-resolution", "16", "--texture-size", "256"]
 
 
 def test_real_photo_inverts_with_every_output(trained_tiny_run, tmp_path):
@@ -146,7 +146,13 @@ def test_real_photo_inverts_with_every_output(trained_tiny_run, tmp_path):
         assert (out / name).is_file(), name
     assert Image.open(out / "latent-pivot_orbit.gif").n_frames == 5
     # the mesh's level is chosen for the object (automatic), so even the barely trained test generator has one
-    assert (out / "mesh.ply").is_file() and "density threshold: auto" in result.stdout, result.stdout[-2000:]
+    assert (out / "mesh.glb").is_file() and "density threshold: auto" in result.stdout, result.stdout[-2000:]
+    import trimesh
+
+    mesh = trimesh.load(out / "mesh.glb", force="mesh")  # textured: UVs in [0, 1] and the baked 256² image
+    assert len(mesh.faces) > 0 and mesh.visual.kind == "texture"
+    assert mesh.visual.uv.min() >= 0.0 and mesh.visual.uv.max() <= 1.0
+    assert mesh.visual.material.baseColorTexture.size == (256, 256)
     assert np.asarray(Image.open(out / "input.png")).shape == (32, 32, 3)
     log = json.loads((out / "losses.json").read_text())
     latent = [row["loss"] for row in log["losses"]["latent"]]

@@ -29,6 +29,7 @@ import xatlas
 from jaxtyping import Bool, Float, Int, UInt8
 from PIL import Image
 
+from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.surface import ColourFn
 
 PADDING = 2
@@ -106,7 +107,10 @@ def uv_unwrap(
         chart_vertex, new_faces, texels, longest = _layout(repacked)
         source = first_source[chart_vertex]
     if best is None:
-        raise RuntimeError(f"xatlas could not pack the charts into a {size}x{size} texture")
+        raise UserError(
+            f"the mesh's {len(faces)} faces do not fit a {size}x{size} texture with padding between charts; use a "
+            "larger --texture-size, or fewer faces (--max-faces, a lower --resolution)"
+        )
     source, new_faces, texels, _ = best
     source, new_faces, texels = _place_left_out_faces(source, new_faces, texels, len(vertices))
     uv = np.stack([texels[:, 0] / size, 1.0 - texels[:, 1] / size], axis=-1)

@@ -8,7 +8,7 @@ square and resized; EXIF orientation, alpha, grayscale and CMYK handled), ``stag
 ``class_index``), ``run/.../config.yml`` with a checkpoint holding the tuned generator, which
 ``triplane-gan render``, ``triplane-gan export-mesh`` and ``triplane-gan viewer`` load like any training run, and,
 made from that run: ``latent-pivot_grid.png`` (views), ``latent-pivot_orbit.gif``/``.mp4`` (turntable), ``latent-pivot_depth.png``,
-``latent-pivot_opacity.png`` and ``mesh.ply``.
+``latent-pivot_opacity.png`` and ``mesh.glb`` (textured; ``mesh.ply`` with vertex colours when ``--texture-size 0``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from triplane_gan_ns.data.dataset import try_load_square_rgb
 from triplane_gan_ns.data.renders_dataparser import IMAGE_SUFFIXES
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.latents import resolve_class
-from triplane_gan_ns.export.mesh import ExportMesh
+from triplane_gan_ns.export.mesh import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE, ExportMesh
 from triplane_gan_ns.export.video import RenderLatents
 from triplane_gan_ns.fileio import atomic_write
 from triplane_gan_ns.runs import load_model, write_tuned_run
@@ -102,10 +102,17 @@ class Invert:
     """Frames of the turntable video of the reconstruction (0 = none)."""
     mesh_resolution: int = 128
     """Grid resolution of the exported mesh (0 = no mesh)."""
+    texture_size: int = 1024
+    """Texels per side of the mesh's baked colour texture, written as mesh.glb (0 = vertex colours, mesh.ply)."""
     inversion: InversionConfig = field(default_factory=InversionConfig)
     """Step counts, learning rates and loss weights of both stages."""
 
     def main(self) -> None:
+        if self.texture_size != 0 and not MIN_TEXTURE_SIZE <= self.texture_size <= MAX_TEXTURE_SIZE:
+            raise UserError(
+                f"--texture-size {self.texture_size} is impossible; use {MIN_TEXTURE_SIZE}..{MAX_TEXTURE_SIZE}, "
+                "or 0 for vertex colours"
+            )
         photos = self._photos()
         model, ckpt = load_model(self.load_config, self.checkpoint, device=self.device)
         perceptual = build_perceptual(self.perceptual, self.perceptual_weights, device=self.device)
@@ -192,9 +199,11 @@ class Invert:
             ).main()
         if self.mesh_resolution > 0:
             try:
+                textured = self.texture_size > 0
                 ExportMesh(
-                    load_config=tuned_config, output=out / "mesh.ply", latent=out / "pivot.pt",
-                    resolution=self.mesh_resolution, device=self.device,
+                    load_config=tuned_config, output=out / ("mesh.glb" if textured else "mesh.ply"),
+                    latent=out / "pivot.pt", resolution=self.mesh_resolution, device=self.device, texture=textured,
+                    texture_size=self.texture_size if textured else ExportMesh.texture_size,
                 ).main()
             except UserError as err:  # e.g. a generator whose density is zero along every ray of the views
                 print(f"mesh not exported for {photo}: {err}")
