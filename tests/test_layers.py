@@ -49,10 +49,10 @@ def _imports() -> Dict[str, List[Tuple[str, int]]]:
         targets = []
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                target = node.module if node.module != "triplane_gan_ns" else names[1]
-                if node.module.startswith("triplane_gan_ns"):
-                    targets.append((target, node.lineno))
+                if node.module == "triplane_gan_ns":  # ``from triplane_gan_ns import a, b``: modules a and b
+                    targets += [(f"{node.module}.{a.name}", node.lineno) for a in node.names]
+                elif node.module.startswith("triplane_gan_ns."):
+                    targets.append((node.module, node.lineno))
             elif isinstance(node, ast.Import):
                 targets += [(a.name, node.lineno) for a in node.names if a.name.startswith("triplane_gan_ns")]
             elif isinstance(node, ast.ImportFrom) and node.level > 0:
@@ -99,6 +99,7 @@ def test_every_module_is_in_a_layer():
         ("pti/extra.py", "import triplane_gan_ns.export.mesh\n", "tools do not import each other"),
         ("fields/extra.py", "from triplane_gan_ns.backbones.stylegan2 import MappingNetwork\n", "another kind's"),
         ("data/extra.py", "from triplane_gan_ns.generator import TriplaneGenerator\n", "a higher layer"),
+        ("fields/extra.py", "from triplane_gan_ns import errors, runs\n", "a higher layer"),
     ],
 )
 def test_the_walk_finds_each_kind_of_wrong_arrow(tmp_path, monkeypatch, source, text, expected):
