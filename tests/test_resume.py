@@ -1,5 +1,5 @@
-"""A run killed with SIGKILL at random moments (during a checkpoint write, during a data-archive read, anywhere)
-resumes to exactly the weights of an uninterrupted run and leaves no temporary files after its next save."""
+"""A run killed with SIGKILL at random moments (during a checkpoint write, while writing the last samples, during a
+data-archive read, anywhere) resumes to exactly the weights of an uninterrupted run and leaves no temporary files after its next save."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def _weights(run_dir: Path) -> Dict[str, torch.Tensor]:
 
 
 # (fault, seed): each seed draws its own moment to kill
-SCENARIOS = [("checkpoint", 0), ("archive", 1), ("after", 2), ("after", 3)]
+SCENARIOS = [("checkpoint", 0), ("archive", 1), ("after", 2), ("samples", 3)]
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,7 @@ def fault_runs(tmp_path_factory):
         value = {
             # from the second save on, and reads after the first save, so that the run resumes from a checkpoint
             "checkpoint": lambda: rng.randint(2, SAVES),
+            "samples": lambda: SAVES,  # the final step's samples: the run must not count as complete
             "archive": lambda: rng.randint(FIRST_SAVE_STEP * BATCH + BATCH + 1, STEPS * BATCH),
             "after": lambda: round(rng.uniform(0.35, 0.9) * duration, 2),  # anywhere: imports, set-up, a step, a save
         }[kind]()
@@ -125,11 +126,13 @@ def fault_runs(tmp_path_factory):
 def test_killed_run_resumes_to_identical_weights(fault_runs, scenario):
     fault, out, killed, left, logs = fault_runs["runs"][scenario]
     kind = scenario[0]
-    if kind in ("checkpoint", "archive"):  # these faults strike after the first save, before the run ends
+    if kind in ("checkpoint", "archive", "samples"):  # these strike after the first save, before the run ends
         assert killed.returncode == -9, (fault, killed.returncode, killed.stderr[-2000:])
         assert logs and logs[0][0], (fault, "the killed run left no checkpoint to resume from")
     if kind == "checkpoint":  # killed half-way through the bytes of a checkpoint: its temporary file is left
         assert any(p.name.startswith(".step-") and p.suffix == ".ckpt" for p in left), (fault, left)
+    if kind == "samples":  # killed half-way through the final orbit GIF: it is left, and the final step is redone
+        assert any(p.name.startswith(".orbit-latest.tmp-") for p in left), (fault, left)
     for loaded, log in logs:
         assert ("Resumed from" in log) == loaded, log[-2000:]
     after = _weights(_run_dir(out, "chain"))

@@ -169,6 +169,9 @@ def test_checkpoints_log_the_aligned_geometry_measure(tiny_trainer, tiny_run, mo
     assert [line["step"] for line in lines] == [7, 9]
     assert lines[0] == {"step": 7, **scores}
     assert lines[1] == {"step": 9, **scores, "shape_fscore": 0.5}
+    # a run resumed from an earlier checkpoint measures again: the lines after it are replaced, not repeated
+    trainer.log_geometry(8)
+    assert [json.loads(line)["step"] for line in (trainer.base_dir / "geometry.jsonl").read_text().splitlines()] == [7, 8]
     # a run on the embedded data logged it at each of its two checkpoints
     logged = [json.loads(line)["step"] for line in (tiny_run / "geometry.jsonl").read_text().splitlines()]
     assert logged == [2, 3]

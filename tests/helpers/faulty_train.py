@@ -3,9 +3,9 @@ chosen moment.
 
     python faulty_train.py FAULT NS_TRAIN_ARGS...
 
-FAULT is ``checkpoint:N`` (half-way through writing the N-th checkpoint's bytes), ``archive:N`` (in the middle of
-the N-th image read from a prepare-dataset archive), ``after:SECONDS`` (that long after start, wherever the run is)
-or ``none``.
+FAULT is ``checkpoint:N`` (half-way through writing the N-th checkpoint's bytes), ``samples:N`` (half-way through
+writing the N-th orbit GIF of the samples), ``archive:N`` (in the middle of the N-th image read from a
+prepare-dataset archive), ``after:SECONDS`` (that long after start, wherever the run is) or ``none``.
 """
 
 import io
@@ -15,6 +15,7 @@ import sys
 import threading
 
 import torch
+from PIL import Image
 
 from triplane_gan_ns.data import archive
 from nerfstudio.scripts.train import entrypoint
@@ -43,6 +44,24 @@ if kind == "checkpoint":
         die()
 
     torch.save = half_save
+elif kind == "samples":
+    save_image, calls = Image.Image.save, [0]
+
+    def half_gif(self, fp, format=None, **params):
+        if format != "GIF":
+            return save_image(self, fp, format, **params)
+        calls[0] += 1
+        if calls[0] < int(value):
+            return save_image(self, fp, format, **params)
+        buffer = io.BytesIO()
+        save_image(self, buffer, format, **params)
+        with open(fp, "wb") as handle:
+            handle.write(buffer.getvalue()[: buffer.tell() // 2])
+            handle.flush()
+            os.fsync(handle.fileno())
+        die()
+
+    Image.Image.save = half_gif
 elif kind == "archive":
     read, calls = archive.ArchiveImages.__getitem__, [0]
 

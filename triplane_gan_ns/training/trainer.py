@@ -33,7 +33,7 @@ from triplane_gan_ns import alignment
 from triplane_gan_ns.data.class_index import CLASS_INDEX, write_class_index
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.generator import check_neural_resolution
-from triplane_gan_ns.fileio import atomic_write, check_creatable_dir
+from triplane_gan_ns.fileio import atomic_write, check_creatable_dir, remove_stale_temporaries
 from triplane_gan_ns.runs import (
     checkpoint_steps,
     load_checkpoint_file,
@@ -101,6 +101,14 @@ class GanTrainerConfig(TrainerConfig):
         _FRESH_CONFIGS.add(self.get_base_dir() / "config.yml")
 
 
+def _logged_step(line: str) -> int:
+    """The step of one ``geometry.jsonl`` line (a damaged line counts as after every step, so it is dropped)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 2**62
+
+
 def rng_state() -> Dict[str, torch.Tensor]:
     """Every RNG the training loop draws from, as tensors (loadable with weights_only=True)."""
     np_state = np.random.get_state()
@@ -139,6 +147,8 @@ class GanTrainer(Trainer):
             raise
         self._bad_steps = 0
         self._true_shapes: Optional[Dict] = None
+        for folder in (self.base_dir, self.base_dir / "samples", self.checkpoint_dir):  # left by a killed run
+            remove_stale_temporaries(folder)
         self.write_class_index()
         if self.config.compile:  # compile the forwards, keeping module names (and checkpoint keys) unchanged
             model = self.pipeline.gan_model
@@ -236,7 +246,11 @@ class GanTrainer(Trainer):
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:
-        """Save pipeline, optimizers, RNG states and step atomically, then a sample grid."""
+        """Write the sample grid and the geometry measure, then save pipeline, optimizers, RNG states and step
+        atomically.  The checkpoint comes last, so a run killed while writing the step's samples resumes from the
+        checkpoint before and writes them again."""
+        self.write_samples(step)
+        self.log_geometry(step)
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline  # type: ignore
         state = {
             "step": step,
@@ -252,8 +266,6 @@ class GanTrainer(Trainer):
             for f in checkpoint_steps(self.checkpoint_dir).values():
                 if f != ckpt_path:
                     f.unlink()
-        self.write_samples(step)
-        self.log_geometry(step)
 
     def _load_checkpoint(self) -> None:
         """Resume from ``--load-dir`` (latest or ``--load-step``) or ``--load-checkpoint``, restoring RNGs."""
@@ -326,9 +338,10 @@ class GanTrainer(Trainer):
             f"class-correct {scores['shape_class_correct']:.0f}/{scores['shape_num_classes']:.0f}"
         )
         path = self.base_dir / "geometry.jsonl"
-        old = path.read_text() if path.is_file() else ""
-        line = json.dumps({"step": step, **scores})
-        atomic_write(path, lambda tmp: tmp.write_text(old + line + "\n"))
+        # a resumed run measures again the steps after its checkpoint: keep only the earlier lines
+        kept = [line for line in (path.read_text().splitlines() if path.is_file() else []) if _logged_step(line) < step]
+        lines = kept + [json.dumps({"step": step, **scores})]
+        atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
         return scores
 
     def write_samples(self, step: int) -> Path:
