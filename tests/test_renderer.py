@@ -145,6 +145,16 @@ def test_chunked_decoder_matches_plain_autograd(chunk):
     torch.testing.assert_close(decoder(x, outputs=slice(0, 1)), h[:, :1])
 
 
+def test_decoders_softplus_matches_torchs_everywhere_including_extremes():
+    from triplane_gan_ns.fields.decoder import _softplus
+
+    z = torch.cat([torch.randn(10_000) * 30, torch.tensor([0.0, -17.0, 17.0, -20.0, 20.0, -88.0, 88.0, 89.0, -1e30, 1e30])])
+    got = _softplus(z.clone())
+    assert torch.isfinite(got).all()
+    want = F.softplus(z.double())
+    torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=2e-7)
+
+
 def test_decoder_layers_have_equalised_learning_rate():
     field = TriplaneFieldConfig(hidden_dim=64, num_hidden_layers=3).setup(plane_channels=32)
     for layer in field.decoder.layers:

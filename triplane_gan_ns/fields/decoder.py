@@ -25,6 +25,17 @@ CHUNK = 4096
 """Points per chunk: a 4096 x 64 float activation is 1 MiB."""
 
 
+def _softplus(z: Tensor) -> Tensor:
+    """``F.softplus(z)`` computed as ``max(z, 0) - log(sigmoid(|z|))``.
+
+    On the CPU torch vectorises ``sigmoid`` and ``log`` but not ``log1p``, which ``F.softplus`` uses: this is
+    about 5x faster there.  ``sigmoid(|z|)`` lies in [0.5, 1], so nothing overflows; the result differs by less
+    than 1e-6 absolute (beyond |z| = 17 the log term rounds to 0, where softplus adds e^-|z| < 5e-8)."""
+    if z.device.type != "cpu":
+        return F.softplus(z)
+    return z.clamp_min(0).sub_(z.abs().sigmoid_().log_())
+
+
 class _ChunkedMLP(torch.autograd.Function):
     """``x -> softplus(x W0^T + b0) -> ... -> h W_L^T + b_L``, chunk by chunk; params = (W0, b0, ..., W_L, b_L)."""
 
@@ -35,7 +46,7 @@ class _ChunkedMLP(torch.autograd.Function):
         for start in range(0, x.shape[0], chunk):
             h = x[start : start + chunk]
             for w, b in zip(weights[:-1], biases[:-1]):
-                h = F.softplus(torch.addmm(b, h, w.t()))
+                h = _softplus(torch.addmm(b, h, w.t()))
             torch.addmm(biases[-1], h, weights[-1].t(), out=out[start : start + chunk])
         ctx.chunk = chunk
         ctx.save_for_backward(x, *params)
@@ -57,7 +68,7 @@ class _ChunkedMLP(torch.autograd.Function):
             for w, b in zip(weights[:-1], biases[:-1]):
                 z = torch.addmm(b, inputs[-1], w.t())
                 slopes.append(torch.sigmoid(z))  # softplus' derivative
-                inputs.append(F.softplus(z))
+                inputs.append(_softplus(z))
             g = grad_out[start : start + ctx.chunk]
             for i in range(len(weights) - 1, -1, -1):
                 grad_w[i].addmm_(g.t(), inputs[i])
