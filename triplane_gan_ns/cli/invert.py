@@ -232,8 +232,7 @@ class Invert:
             return "the run's class names are not ImageNet WordNet ids"
         found = find_wnids([p for p in (self.imagenet_classes, self._data_synsets()) if p is not None])
         if found is None:
-            return ("no list of the 1000 ImageNet ids is installed (pass --imagenet-classes LOC_synset_mapping.txt, "
-                    "or install timm 0.9+ where the run is not used with nerfstudio's pinned timm)")
+            return "no list of the 1000 ImageNet ids is installed; --imagenet-classes LOC_synset_mapping.txt gives one"
         imagenet, source = found
         missing = sorted(set(wnids) - set(imagenet))
         if missing:
