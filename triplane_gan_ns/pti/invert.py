@@ -16,6 +16,8 @@ locality regulariser keeps the tuned generator's renders of random latents near 
 original generator's.
 
 The camera can be any pose, as long as it stays the same for the whole inversion (the paper's Fig. 3).
+``search_camera`` helps choose it: a few stage 1 steps at each candidate view from the same start, the loss of
+each view at the end (the lowest is where the photo was most likely taken from).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class InversionConfig:
     locality_interval: int = 1
     """Apply the locality regulariser every this many stage 2 steps."""
     search_steps: int = 10
-    """Stage 1 steps tried at each candidate view of the camera search (``triplane-gan invert --camera-search``)."""
+    """Stage 1 steps tried at each candidate view of the camera search (--camera-search of triplane-gan invert)."""
     seed: int = 0
     """Seed of the random parts (w noise, locality latents)."""
 
