@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,8 +129,9 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([TRIPLANE_GAN, "invert", *args], capture_output=True, text=True, timeout=900)
 
 
-FAST = ["--inversion.latent-steps", "6", "--inversion.generator-steps", "4", "--perceptual", "efficientnet-lite0",
-        "--turntable-frames", "4", "--mesh-resolution", "16", "--texture-size", "256"]
+STEPS = ["--inversion.latent-steps", "6", "--inversion.generator-steps", "4", "--inversion.search-steps", "1"]
+SIZES = ["--turntable-frames", "4", "--mesh-resolution", "16", "--texture-size", "256"]
+FAST = [*STEPS, "--camera-search", "2", "--perceptual", "efficientnet-lite0", *SIZES]
 
 
 def test_real_photo_inverts_with_every_output(trained_tiny_run, tmp_path):
@@ -163,9 +166,14 @@ def test_real_photo_inverts_with_every_output(trained_tiny_run, tmp_path):
     assert pivot["class_index"] == 2 and pivot["ws"].shape[0] == 1
     tuned_config = next((out / "run").rglob("config.yml"))
     tuned, _ = load_model(tuned_config)
+    camera = log["camera"]  # two yaws at two pitches searched; stage 2 ran from the chosen view
+    assert len(camera["search"]) == 4
+    best = min(camera["search"], key=lambda row: row["loss"])
+    assert (camera["yaw_degrees"], camera["pitch_degrees"]) == (best["yaw_degrees"], best["pitch_degrees"])
     with torch.no_grad():
-        again = tuned.generator_ema.render(pivot["ws"], _camera(tuned, 0.0, 0.0), noise_mode="const")["image"]
-    saved = torch.from_numpy(np.asarray(Image.open(out / "stage2.png"))).permute(2, 0, 1).float() / 255
+        view = _camera(tuned, math.radians(camera["yaw_degrees"]), math.radians(camera["pitch_degrees"]))
+        again = tuned.generator_ema.render(pivot["ws"], view, noise_mode="const")["image"]
+    saved = torch.from_numpy(np.array(Image.open(out / "stage2.png"))).permute(2, 0, 1).float() / 255
     assert (again[0] - saved).abs().max() < 2 / 255  # the saved run reproduces the tuned reconstruction
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest  # the original checkpoint is untouched
 
@@ -248,3 +256,184 @@ def test_locality_regulariser_keeps_nearby_latents_unchanged(tiny_model):
     assert drift["local"] < 0.5 * drift["free"], drift
     for result in (free, local):  # both fit the photo
         assert result.losses["generator"][-1]["l2"] < 0.5 * result.losses["latent"][-1]["l2"]
+
+
+def test_a_photo_with_no_other_flag_becomes_a_textured_mesh(trained_tiny_run, tmp_path):
+    """Only --load-config and --image (plus smaller step counts and sizes): the class is guessed, the background
+    masked and the camera searched by default."""
+    skimage_data = pytest.importorskip("skimage.data")
+    canvas = np.full((300, 300, 3), 90, dtype=np.uint8)  # a real photo on a plain grey background
+    canvas[75:225, 60:240] = np.asarray(Image.fromarray(skimage_data.chelsea()).resize((180, 150)))
+    photo = tmp_path / "cat.jpg"
+    Image.fromarray(canvas).save(photo, quality=95)
+    result = _run("--load-config", str(trained_tiny_run / "config.yml"), "--image", str(photo),
+                  "--output-dir", str(tmp_path / "out"), *STEPS, *SIZES)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out" / "cat"
+    log = json.loads((out / "losses.json").read_text())
+    # class: guessed by the discriminator (the run's classes are shapes, not ImageNet ids), and said so
+    assert "class guess: discriminator (the run's class names are not ImageNet WordNet ids)" in result.stdout
+    assert "guessed by the discriminator" in log["class_guess"] and f"class: {log['class_guess']}" in result.stdout
+    # camera: 8 yaws x 2 pitches tried; the chosen one has the lowest loss and is printed
+    search = log["camera"]["search"]
+    assert len(search) == 16 and len({(r["yaw_degrees"], r["pitch_degrees"]) for r in search}) == 16
+    best = min(search, key=lambda row: row["loss"])
+    assert (log["camera"]["yaw_degrees"], log["camera"]["pitch_degrees"]) == (best["yaw_degrees"], best["pitch_degrees"])
+    assert f"camera: yaw {best['yaw_degrees'] % 360:.1f}°, pitch {best['pitch_degrees']:.1f}°" in result.stdout
+    # foreground: the grey surround is the background, replaced by the generator's white
+    assert log["foreground"]["mode"] == "border" and log["foreground"]["found"], log["foreground"]
+    mask = np.asarray(Image.open(out / "mask.png")) > 127
+    target = np.asarray(Image.open(out / "input.png"))
+    assert mask.shape == (32, 32) and mask[16, 16] and not mask[0, 0] and not mask[-1, -1]
+    assert (target[~mask] == 255).all() and 0.2 < mask.mean() < 0.45  # the photo covers 30 % of the canvas
+    # the textured mesh, the turntable and the tuned run, each printed
+    import trimesh
+
+    mesh = trimesh.load(out / "mesh.glb", force="mesh")
+    assert len(mesh.faces) > 0 and mesh.visual.kind == "texture"
+    assert mesh.visual.uv.min() >= 0.0 and mesh.visual.uv.max() <= 1.0
+    assert Image.open(out / "latent-pivot_orbit.gif").n_frames == 5
+    tuned_config = next((out / "run").rglob("config.yml"))
+    for line in (f"mesh: {out / 'mesh.glb'}", f"turntable: {out / 'latent-pivot_orbit.'}", f"tuned run: {tuned_config}"):
+        assert line in result.stdout, result.stdout[-2000:]
+
+
+def test_camera_search_finds_the_view_a_generated_image_was_rendered_from(trained_tiny_run):
+    from triplane_gan_ns.cli.invert import Invert
+    from triplane_gan_ns.pti.invert import search_camera
+
+    model, _ = load_model(trained_tiny_run / "config.yml")
+    search = Invert(load_config=Path("unused"), image=Path("unused"))  # the command's own candidates: 8 yaws x 2 pitches
+    views = search.candidate_views()
+    assert len(views) == 16
+    true_yaw, true_pitch = 140.0, 25.0  # not frontal, and not exactly one of the candidates
+    with torch.no_grad():
+        ws = model.generator_ema.mapping(model.seeded_latents([11]), torch.tensor([1]))
+        target = model.generator_ema.render(ws, _camera(model, math.radians(true_yaw), math.radians(true_pitch)), noise_mode="const")["image"]
+    torch.manual_seed(0)
+    perceptual = LpipsVgg(random_backbone=True)
+    cameras = [_camera(model, math.radians(yaw), math.radians(pitch)) for yaw, pitch in views]
+    losses = search_camera(model.generator_ema, target, 1, cameras, perceptual, InversionConfig(search_steps=2))
+    chosen = views[int(np.argmin(losses))]
+
+    def angle(view):  # angle between the direction of a view and the true one
+        a = yaw_pitch_directions(torch.tensor([math.radians(view[0])]), torch.tensor([math.radians(view[1])]))
+        b = yaw_pitch_directions(torch.tensor([math.radians(true_yaw)]), torch.tensor([math.radians(true_pitch)]))
+        return float(torch.acos((a * b).sum().clamp(-1, 1)))
+
+    assert chosen == min(views, key=angle) == (135.0, 30.0), (chosen, losses)
+    # deterministic: the same search gives the same losses
+    assert search_camera(model.generator_ema, target, 1, cameras[:3], perceptual, InversionConfig(search_steps=2)) == losses[:3]
+
+
+def _disc_photo(size=96, centre=(50, 42), radius=26, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+    image = np.empty((size, size, 3))
+    image[:] = (0.30, 0.55, 0.70)
+    image[disc] = (0.85, 0.35, 0.15)
+    return np.clip(image + rng.normal(0, 0.03, image.shape), 0, 1).astype(np.float32), disc
+
+
+def test_border_foreground_finds_a_disc_and_composites_onto_the_model_background():
+    from triplane_gan_ns.pti.foreground import border_foreground, composite
+
+    image, disc = _disc_photo()
+    found = border_foreground(image)
+    assert found.found, found.reason
+    iou = (found.mask & disc).sum() / (found.mask | disc).sum()
+    assert iou >= 0.9, iou
+    np.testing.assert_allclose(found.background, (0.30, 0.55, 0.70), atol=0.02)
+    white = composite(image, found.mask, (1.0, 1.0, 1.0))
+    assert (white[~found.mask] == 1.0).all() and np.array_equal(white[found.mask], image[found.mask])
+    # no plain background (noise everywhere): nothing is masked, and that is said
+    clutter = np.random.default_rng(1).random((64, 64, 3)).astype(np.float32)
+    kept = border_foreground(clutter)
+    assert not kept.found and kept.mask.all() and "whole photo used" in kept.reason
+
+
+def _imagenet_list(path: Path) -> Path:
+    """1000 sorted WordNet ids with the real ImageNet-1k ids at their real positions for the classes the tests use
+    (tench 0, Egyptian cat 285, coffee mug 504, space shuttle 812, espresso 967, cup 968), unused ids between."""
+    anchors = {0: "n01440764", 285: "n02124075", 504: "n03063599", 812: "n04266014", 967: "n07920052", 968: "n07930864"}
+    wnids, value = [], 0
+    for index in range(1000):
+        value = int(anchors[index][1:]) if index in anchors else value + 1
+        wnids.append(f"n{value:08d}")
+    path.write_text("".join(f"{w} synset {i}\n" for i, w in enumerate(wnids)))
+    return path
+
+
+def _photo_tensor(array: np.ndarray, size: int = 224) -> torch.Tensor:
+    image = Image.fromarray(array).resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
+
+
+def test_imagenet_classifier_guesses_the_labelled_class_among_the_runs_classes(tmp_path):
+    skimage_data = pytest.importorskip("skimage.data")
+    from triplane_gan_ns.pretrained.efficientnet_lite0 import EfficientNetLite0Features
+    from triplane_gan_ns.pretrained.imagenet_classes import read_wnids
+    from triplane_gan_ns.pti.class_guess import classify_among, imagenet_columns, run_wnids
+
+    imagenet = read_wnids(_imagenet_list(tmp_path / "LOC_synset_mapping.txt"))
+    run = ["n01440764", "n02124075", "n03063599", "n04266014"]  # tench, Egyptian cat, coffee mug, space shuttle
+    assert run_wnids(run, ["tench", "Egyptian cat", "coffee mug", "space shuttle"]) == run  # ids, human names
+    assert run_wnids(["cube", "n02124075"], ["cube", "cat"]) is None
+    columns = imagenet_columns(run, imagenet)
+    assert columns == [0, 285, 504, 812]
+    classifier = EfficientNetLite0Features(device="cpu")
+    cat, coffee = _photo_tensor(skimage_data.chelsea()), _photo_tensor(skimage_data.coffee())
+    assert classify_among(classifier, cat, columns)[0] == 1
+    # espresso (967) is ImageNet's answer for the coffee photo; among the run's classes it is the coffee mug
+    assert int(classifier.class_logits(coffee)[0].argmax()) == 967
+    label, probabilities = classify_among(classifier, coffee, columns)
+    assert label == 2 and probabilities.shape == (4,) and float(probabilities.sum()) == pytest.approx(1.0)
+    with pytest.raises(UserError, match="n99999999 of the run is not one of the 1000"):
+        imagenet_columns(["n99999999"], imagenet)
+
+
+def test_imagenet_class_lists_are_checked_in_one_line(tmp_path):
+    from triplane_gan_ns.pretrained.imagenet_classes import find_wnids, read_wnids
+
+    good = _imagenet_list(tmp_path / "good.txt").read_text().splitlines()
+    for name, lines, words in (("short.txt", good[:999], "999 distinct ids"), ("shuffled.txt", good[::-1], "not in ImageNet order"),
+                               ("words.txt", ["tench"] + good[1:], "'tench' is not a WordNet id")):
+        (tmp_path / name).write_text("\n".join(lines))
+        with pytest.raises(UserError) as err:
+            read_wnids(tmp_path / name)
+        assert words in str(err.value) and name in str(err.value) and "\n" not in str(err.value)
+    assert find_wnids([tmp_path / "missing.txt", tmp_path / "good.txt"])[1] == tmp_path / "good.txt"
+
+
+def test_class_guess_of_a_run_of_imagenet_classes(trained_tiny_run, tmp_path, monkeypatch, capsys):
+    """auto uses the ImageNet classifier when every class is an ImageNet id and the id list is there; it falls back
+    to the discriminator, saying so in one line, when the list is missing; classifier then stops in one line."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from triplane_gan_ns.cli.invert import Invert
+    from triplane_gan_ns.pretrained import imagenet_classes
+
+    monkeypatch.setattr(imagenet_classes, "PACKAGED_LISTS", ())  # whatever is installed: only the lists given here
+    run = tmp_path / "run"
+    shutil.copytree(trained_tiny_run, run)
+    index = json.loads((run / "class_index.json").read_text())
+    for entry, wnid in zip(index["classes"], ["n01440764", "n02124075", "n03063599", "n04266014"]):
+        entry["id"] = entry["name"] = wnid
+    (run / "class_index.json").write_text(json.dumps(index))
+    model, _ = load_model(run / "config.yml")
+    photo = tmp_path / "cat.png"
+    Image.fromarray(skimage_data.chelsea()).save(photo)
+    small = _photo_tensor(skimage_data.chelsea(), model.resolution)
+
+    chooser = Invert(load_config=run / "config.yml", image=photo, imagenet_classes=_imagenet_list(tmp_path / "ids.txt")).class_chooser(model)
+    label, how = chooser(small, photo)
+    assert label == 1 and how.startswith("n02124075 (class 1), guessed by the ImageNet classifier"), how
+    assert "ImageNet head over the run's 4 classes" in capsys.readouterr().out
+
+    chooser = Invert(load_config=run / "config.yml", image=photo).class_chooser(model)
+    label, how = chooser(small, photo)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("class guess: discriminator (no list of the 1000 ImageNet ids"), lines
+    assert "guessed by the discriminator" in how and 0 <= label < 4
+    with pytest.raises(UserError, match="--class-guess classifier is impossible: no list"):
+        Invert(load_config=run / "config.yml", image=photo, class_guess="classifier").class_chooser(model)

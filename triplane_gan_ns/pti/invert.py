@@ -16,6 +16,8 @@ locality regulariser keeps the tuned generator's renders of random latents near 
 original generator's.
 
 The camera can be any pose, as long as it stays the same for the whole inversion (the paper's Fig. 3).
+``search_camera`` helps choose it: a few stage 1 steps at each candidate view from the same start, the loss of
+each view at the end (the lowest is where the photo was most likely taken from).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +75,8 @@ class InversionConfig:
     """Distance of the regulariser's latents from the pivot, towards the w of a random z (PTI: 30)."""
     locality_interval: int = 1
     """Apply the locality regulariser every this many stage 2 steps."""
+    search_steps: int = 10
+    """Stage 1 steps tried at each candidate view of the camera search (--camera-search of triplane-gan invert)."""
     seed: int = 0
     """Seed of the random parts (w noise, locality latents)."""
 
@@ -132,6 +136,85 @@ def _lr(step: int, steps: int, c: InversionConfig) -> float:
     return c.latent_lr * ramp
 
 
+def class_mean_w(generator: TriplaneGenerator, class_index: int, gen: torch.Generator, device) -> Tuple[Tensor, float]:
+    """(mean w of 10,000 latents of the class drawn from ``gen``, [w_dim]; root mean squared distance of those
+    latents from it)."""
+    backbone = generator.backbone
+    with torch.no_grad():
+        z = torch.randn(10000, backbone.z_dim, generator=gen).to(device)
+        w_samples = generator.mapping(z, torch.full((10000,), class_index, device=device))[:, 0]
+        w_start = w_samples.mean(0)
+        w_std = (w_samples - w_start).square().sum(1).mean().sqrt().item()
+    return w_start, w_std
+
+
+def _loss_terms(perceptual: nn.Module, image: Tensor, target: Tensor) -> Dict[str, Tensor]:
+    return {"perceptual": perceptual(image, target).mean(), "l2": pixel_l2(image, target)}
+
+
+def _fit_latent(
+    generator: TriplaneGenerator, target: Tensor, camera: Cameras, perceptual: nn.Module, c: InversionConfig,
+    w_start: Tensor, w_noise_std: float, steps: int, noises: List[Tensor], gen: torch.Generator,
+    report: Optional[Callable[[int, Dict[str, float]], None]] = None,
+) -> Tuple[Tensor, List[Dict[str, float]]]:
+    """Stage 1's optimisation of w (and of ``noises``) for ``steps`` steps from ``w_start``; w noise of
+    ``w_noise_std`` times the configured factor early on.  Returns (w [1, 1 or num_ws, w_dim], one row per step)."""
+    backbone = generator.backbone
+    w_opt = w_start.view(1, 1, -1).repeat(1, backbone.num_ws if c.w_plus else 1, 1).requires_grad_(True)
+    optimizer = torch.optim.Adam([w_opt] + noises, betas=(0.9, 0.999), lr=c.latent_lr)
+    rows: List[Dict[str, float]] = []
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(step, steps, c)
+        t = step / max(steps, 1)
+        strength = w_noise_std * c.initial_noise_factor * max(0.0, 1.0 - t / c.noise_ramp_length) ** 2
+        w_noise = torch.randn(w_opt.shape, generator=gen).to(target.device) * strength
+        ws = (w_opt + w_noise).expand(1, backbone.num_ws, -1)
+        image = generator.render(ws, camera, noise_mode="const")["image"]
+        terms = _loss_terms(perceptual, image, target)
+        loss = c.perceptual_weight * terms["perceptual"] + c.l2_weight * terms["l2"]
+        if noises:
+            terms["noise_reg"] = noise_regularization(noises)
+            loss = loss + c.noise_regularization * terms["noise_reg"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if noises:
+            _normalise_noise(noises)
+        row = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]}
+        rows.append(row)
+        if report:
+            report(step, row)
+    return w_opt.detach(), rows
+
+
+def search_camera(
+    generator: TriplaneGenerator,
+    target: Float[Tensor, "1 3 res res"],
+    class_index: int,
+    cameras: Sequence[Cameras],
+    perceptual: nn.Module,
+    config: InversionConfig,
+    progress: Optional[Progress] = None,
+) -> List[float]:
+    """The loss of each camera after ``config.search_steps`` stage 1 steps from the class's mean w (no w noise,
+    noise maps fixed, the same start for every camera): the photo was most likely taken from the lowest."""
+    c = config
+    generator = generator.eval().requires_grad_(False)
+    w_start, _ = class_mean_w(generator, class_index, torch.Generator(device="cpu").manual_seed(c.seed), target.device)
+    losses: List[float] = []
+    for index, camera in enumerate(cameras):
+        gen = torch.Generator(device="cpu").manual_seed(c.seed)
+        w, _ = _fit_latent(generator, target, camera, perceptual, c, w_start, 0.0, c.search_steps, [], gen)
+        with torch.no_grad():
+            image = generator.render(w.expand(1, generator.backbone.num_ws, -1), camera, noise_mode="const")["image"]
+            terms = _loss_terms(perceptual, image, target)
+        losses.append(float(c.perceptual_weight * terms["perceptual"] + c.l2_weight * terms["l2"]))
+        if progress:
+            progress("camera search", index + 1, len(cameras), {"perceptual": float(terms["perceptual"]), "l2": float(terms["l2"])})
+    return losses
+
+
 def invert(
     generator: TriplaneGenerator,
     target: Float[Tensor, "1 3 res res"],
@@ -148,50 +231,23 @@ def invert(
     labels = torch.tensor([class_index], device=device)
 
     def loss_terms(image: Tensor) -> Dict[str, Tensor]:
-        return {
-            "perceptual": perceptual(image, target).mean(),
-            "l2": pixel_l2(image, target),
-        }
+        return _loss_terms(perceptual, image, target)
 
     # ---- stage 1: the pivot latent -----------------------------------------------------------------------
     original = generator.eval().requires_grad_(False)
     backbone = original.backbone
-    with torch.no_grad():
-        z = torch.randn(10000, backbone.z_dim, generator=gen).to(device)
-        w_samples = original.mapping(z, labels.expand(10000))[:, 0]
-        w_start = w_samples.mean(0)  # the class's mean w
-        w_std = (w_samples - w_start).square().sum(1).mean().sqrt().item()
-    w_opt = w_start.view(1, 1, -1).repeat(1, backbone.num_ws if c.w_plus else 1, 1).requires_grad_(True)
+    w_start, w_std = class_mean_w(original, class_index, gen, device)  # the class's mean w
     saved_noise = [b.detach().clone() for b in _noise_buffers(original)]
     noises = _noise_buffers(original) if c.optimize_noise else []
     for n in noises:
         n.requires_grad_(True)
-    optimizer = torch.optim.Adam([w_opt] + noises, betas=(0.9, 0.999), lr=c.latent_lr)
-    rows1: List[Dict[str, float]] = []
     try:
-        for step in range(c.latent_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(step, c.latent_steps, c)
-            t = step / max(c.latent_steps, 1)
-            strength = w_std * c.initial_noise_factor * max(0.0, 1.0 - t / c.noise_ramp_length) ** 2
-            w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * strength
-            ws = (w_opt + w_noise).expand(1, backbone.num_ws, -1)
-            image = original.render(ws, camera, noise_mode="const")["image"]
-            terms = loss_terms(image)
-            loss = c.perceptual_weight * terms["perceptual"] + c.l2_weight * terms["l2"]
-            if noises:
-                terms["noise_reg"] = noise_regularization(noises)
-                loss = loss + c.noise_regularization * terms["noise_reg"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if noises:
-                _normalise_noise(noises)
-            row = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]}
-            rows1.append(row)
+        def report(step: int, row: Dict[str, float]) -> None:
             if progress:
                 progress("latent", step + 1, c.latent_steps, row)
-        pivot = w_opt.detach().expand(1, backbone.num_ws, -1).clone()
+
+        w_opt, rows1 = _fit_latent(original, target, camera, perceptual, c, w_start, w_std, c.latent_steps, noises, gen, report)
+        pivot = w_opt.expand(1, backbone.num_ws, -1).clone()
         tuned = copy.deepcopy(original)  # carries the optimised noise maps
     finally:
         with torch.no_grad():  # the loaded generator leaves unchanged
