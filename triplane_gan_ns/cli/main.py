@@ -13,7 +13,7 @@ import tyro
 
 from triplane_gan_ns.data.prepare import PrepareDataset
 from triplane_gan_ns.errors import install_excepthook
-from triplane_gan_ns.eval.command import Evaluate
+from triplane_gan_ns.cli.eval import Evaluate
 from triplane_gan_ns.cli.invert import Invert
 from triplane_gan_ns.cli.export_mesh import ExportMesh
 from triplane_gan_ns.cli.render import RenderLatents
