@@ -11,7 +11,7 @@ from typing import Dict
 
 import tyro
 
-from triplane_gan_ns.data.prepare import PrepareDataset
+from triplane_gan_ns.cli.prepare_dataset import PrepareDataset
 from triplane_gan_ns.errors import install_excepthook
 from triplane_gan_ns.cli.eval import Evaluate
 from triplane_gan_ns.cli.invert import Invert
