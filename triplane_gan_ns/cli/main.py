@@ -11,13 +11,13 @@ from typing import Dict
 
 import tyro
 
-from triplane_gan_ns.cli.prepare_dataset import PrepareDataset
-from triplane_gan_ns.errors import install_excepthook
 from triplane_gan_ns.cli.eval import Evaluate
-from triplane_gan_ns.cli.invert import Invert
 from triplane_gan_ns.cli.export_mesh import ExportMesh
+from triplane_gan_ns.cli.invert import Invert
+from triplane_gan_ns.cli.prepare_dataset import PrepareDataset
 from triplane_gan_ns.cli.render import RenderLatents
-from triplane_gan_ns.viewer.command import ViewRun
+from triplane_gan_ns.cli.viewer import ViewRun
+from triplane_gan_ns.errors import install_excepthook
 
 COMMANDS: Dict[str, type] = {
     "prepare-dataset": PrepareDataset,
