@@ -122,7 +122,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
 
-    from triplane_gan_ns.data.prepare import PrepareDataset, prepare_dataset
+    from triplane_gan_ns.data.prepare import prepare_dataset
 
     with tempfile.TemporaryDirectory(prefix="triplane-gan-bench-") as tmp:
         root = Path(tmp) / "photos"
@@ -133,9 +133,7 @@ def main() -> None:
         for resolution in args.resolutions:
             archives[resolution] = Path(tmp) / f"archive-{resolution}"
             start = time.perf_counter()
-            prepare_dataset(
-                PrepareDataset(root, archives[resolution], resolution=resolution, workers=max(args.workers))
-            )
+            prepare_dataset(root, archives[resolution], resolution=resolution, workers=max(args.workers))
             prepare_rates[resolution] = args.num_images / (time.perf_counter() - start)
 
         rows = []

@@ -38,7 +38,7 @@ class _Evil:
 def inputs(trained_tiny_run, tmp_path_factory) -> Dict[str, Path]:
     """Bad inputs, all inside one folder (snapshotted by every case)."""
     from photo_fixtures import make_photo_tree
-    from triplane_gan_ns.data.prepare import PrepareDataset, prepare_dataset
+    from triplane_gan_ns.data.prepare import prepare_dataset
 
     root = tmp_path_factory.mktemp("bad-inputs")
     marker = root / MARKER
@@ -87,7 +87,7 @@ def inputs(trained_tiny_run, tmp_path_factory) -> Dict[str, Path]:
     make_photo_tree(photos)
     paths["photos"] = photos
     archive = root / "archive"
-    prepare_dataset(PrepareDataset(photos, archive, resolution=32, shard_size=4, workers=1))
+    prepare_dataset(photos, archive, resolution=32, shard_size=4, workers=1)
     shard = archive / "images-00001.npy"
     shard.write_bytes(shard.read_bytes()[:200])
     paths["archive"] = archive

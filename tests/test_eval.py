@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from triplane_gan_ns.errors import UserError
-from triplane_gan_ns.eval.command import Evaluate, evaluate, parse_metrics
+from triplane_gan_ns.eval.evaluate import evaluate, parse_metrics
 from triplane_gan_ns.eval.flatness import NUM_BINS, non_flatness_score, per_image_non_flatness
 from triplane_gan_ns.eval.fidelity import INCEPTION_FILE, INCEPTION_URL, compute_metrics, inception_weights, per_class_metrics
 from triplane_gan_ns.eval.metrics import FD_NAME, KID_NAME, frechet_distance
@@ -150,8 +150,7 @@ def _median_density(run):
 
 def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     weights = _random_inception_weights(tmp_path / INCEPTION_FILE)
-    config = Evaluate(
-        load_config=trained_tiny_run / "config.yml",
+    options = dict(
         metrics="fid,kid,is,fd-effnetlite0,kid-effnetlite0",
         num_gen=12,
         num_real=12,
@@ -165,7 +164,7 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
         output=tmp_path / "eval.json",
         device="cpu",
     )
-    result = evaluate(config)
+    result = evaluate(trained_tiny_run / "config.yml", **options)
     written = json.loads((tmp_path / "eval.json").read_text())
     assert written == json.loads(json.dumps(result))
     values = written["metrics"]
@@ -195,7 +194,7 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     matrix = written["shape_fscore_matrix"]  # generated class -> true class -> mean F-score
     assert matrix and all(set(row) == set(classes) and all(0 <= v <= 1 for v in row.values()) for row in matrix.values())
     # real features are cached: a second evaluation reads them and reproduces every value
-    repeated = evaluate(config)
+    repeated = evaluate(trained_tiny_run / "config.yml", **options)
     assert repeated["real_features_sha256"] == hashes and repeated["num_real"] == 12
     again = repeated["metrics"]
     for key, value in values.items():
@@ -232,8 +231,8 @@ def test_eval_nfs_on_a_trained_run_writes_a_finite_score(trained_tiny_run, tmp_p
 
 def test_eval_per_class_writes_each_class(trained_tiny_run, tmp_path):
     """``--per-class``: FD- and KID-EffNetLite0 of each class's generated images against its real images."""
-    config = Evaluate(
-        load_config=trained_tiny_run / "config.yml",
+    written = evaluate(
+        trained_tiny_run / "config.yml",
         metrics="fd-effnetlite0,kid-effnetlite0",
         num_gen=8,
         num_real=12,
@@ -244,7 +243,6 @@ def test_eval_per_class_writes_each_class(trained_tiny_run, tmp_path):
         output=tmp_path / "eval.json",
         device="cpu",
     )
-    written = evaluate(config)
     values = written["metrics"]
     real_classes = {c for c in ("cube", "cylinder", "sphere", "torus") if f"{FD_NAME}/{c}" in values}
     assert real_classes  # classes with at least two real images among the 12

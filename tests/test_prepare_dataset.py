@@ -15,7 +15,7 @@ import torch
 from photo_fixtures import CLASS_IDS, CLASS_NAMES, NUM_BAD, make_photo_tree
 from triplane_gan_ns.data.dataset import ClassImageDataset, resize_square
 from triplane_gan_ns.data.imagenet_dataparser import ImageFolderDataParserConfig
-from triplane_gan_ns.data.prepare import PrepareDataset, prepare_dataset
+from triplane_gan_ns.data.prepare import prepare_dataset
 from triplane_gan_ns.errors import UserError
 
 BIN = Path(sys.executable).parent
@@ -31,7 +31,7 @@ def photos(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def archive_dir(photos, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("archive")
-    prepare_dataset(PrepareDataset(photos, dest, resolution=24, shard_size=4, workers=2))
+    prepare_dataset(photos, dest, resolution=24, shard_size=4, workers=2)
     return dest
 
 
@@ -87,16 +87,16 @@ def _interrupt_after_first_shard(index: int) -> None:
 
 def test_interrupted_run_resumes_without_rewriting_shards(photos, archive_dir, tmp_path):
     dest = tmp_path / "resumed"
-    config = PrepareDataset(photos, dest, resolution=24, shard_size=4, workers=0)
+    options = dict(resolution=24, shard_size=4, workers=0)
     with pytest.raises(_Interrupt):
-        prepare_dataset(config, after_shard=_interrupt_after_first_shard)
+        prepare_dataset(photos, dest, **options, after_shard=_interrupt_after_first_shard)
     assert not (dest / "manifest.json").exists() and (dest / ".progress.json").exists()
     assert _shard_files(dest) == ["images-00000.npy", "labels-00000.npy"]
     with pytest.raises(UserError, match="unfinished"):
         _dataset(dest, 24)
     first_mtime = (dest / "images-00000.npy").stat().st_mtime_ns
     written = []
-    prepare_dataset(config, after_shard=written.append)
+    prepare_dataset(photos, dest, **options, after_shard=written.append)
     assert written == [1, 2]  # shard 0 was not decoded again
     assert (dest / "images-00000.npy").stat().st_mtime_ns == first_mtime
     assert not (dest / ".progress.json").exists()
@@ -106,18 +106,18 @@ def test_interrupted_run_resumes_without_rewriting_shards(photos, archive_dir, t
     for name in ("manifest.json", "class_index.json"):
         assert json.loads((dest / name).read_text()) == json.loads((archive_dir / name).read_text())
     with pytest.raises(UserError, match="other files or settings"):
-        prepare_dataset(PrepareDataset(photos, dest, resolution=32, shard_size=4, workers=0))
+        prepare_dataset(photos, dest, resolution=32, shard_size=4, workers=0)
 
 
 def test_bad_source_or_destination_is_a_user_error(photos, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        prepare_dataset(PrepareDataset(tmp_path / "nope", tmp_path / "out"))
+        prepare_dataset(tmp_path / "nope", tmp_path / "out")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no class folders"):
-        prepare_dataset(PrepareDataset(tmp_path / "empty", tmp_path / "out"))
+        prepare_dataset(tmp_path / "empty", tmp_path / "out")
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(UserError, match="cannot write to"):
-        prepare_dataset(PrepareDataset(photos, tmp_path / "a-file" / "archive"))
+        prepare_dataset(photos, tmp_path / "a-file" / "archive")
 
 
 def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """Rendering a trained generator from any camera (``triplane-gan render``) and exporting meshes
 (``triplane-gan export-mesh``): determinism, closed orbits, output files, marching cubes and baked textures on
-analytic fields, and one-line errors for bad input."""
+analytic fields, one-line errors for bad input, and the library functions giving the command's very files."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from PIL import Image
 
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.latents import Latent, latents_from_args, load_latent, resolve_class, save_latent
-from triplane_gan_ns.export.mesh import latent_field_fns, mrc_bytes, write_mesh
+from triplane_gan_ns.export.mesh import export_mesh, latent_field_fns, mrc_bytes, write_mesh
 from triplane_gan_ns.surface import (
     automatic_threshold,
     density_grid,
@@ -32,7 +32,7 @@ from triplane_gan_ns.surface import (
     simplify_mesh,
 )
 from triplane_gan_ns.texture import BORDER, bake_texture, dilate, rasterise, textured_mesh, uv_unwrap
-from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_view, render_views
+from triplane_gan_ns.export.video import mp4_codec, orbit_cameras, render_latents, render_view, render_views
 from triplane_gan_ns.runs import load_model
 
 TRIPLANE_GAN = str(Path(sys.executable).with_name("triplane-gan"))
@@ -604,3 +604,101 @@ def test_bad_input_is_one_error_line(case, run_dir, tmp_path):
     assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+# ---- the library functions and the command line -----------------------------------------------------------
+def _run_command(monkeypatch, *argv: str) -> None:
+    """``triplane-gan ARGV`` in this process, through the console script's entry point."""
+    from triplane_gan_ns.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["triplane-gan", *argv])
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the entry point installs its own
+    main.entrypoint()
+
+
+def _mp4_frames(path: Path) -> List[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as video:
+        return [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+
+
+def _assert_same_files(cli_dir: Path, lib_dir: Path, names: List[str]) -> None:
+    """The same files in both folders, byte for byte, except MP4s: the encoder here does not give the same file
+    twice for the same frames (nor the same decoded pixels: up to about 11 levels apart at 20², also between two
+    runs of one command), so they are compared by frame count, size and closeness; the GIF holds the same frames
+    exactly."""
+    assert sorted(p.name for p in cli_dir.iterdir()) == sorted(p.name for p in lib_dir.iterdir()) == sorted(names)
+    for name in names:
+        if name.endswith(".mp4"):
+            cli_frames, lib_frames = _mp4_frames(cli_dir / name), _mp4_frames(lib_dir / name)
+            assert [f.shape for f in cli_frames] == [f.shape for f in lib_frames], name
+            for a, b in zip(cli_frames, lib_frames):
+                assert np.abs(a.astype(int) - b).mean() < 4, name
+        else:
+            assert (cli_dir / name).read_bytes() == (lib_dir / name).read_bytes(), name
+
+
+def test_render_latents_writes_the_files_of_the_render_command(run_dir, model, tmp_path, monkeypatch):
+    config = str(run_dir / "config.yml")
+    _run_command(
+        monkeypatch, "render", "--load-config", config, "--classes", "0", "sphere", "--seeds", "1", "--views", "2",
+        "--frames", "3", "--device", "cpu", "--output-dir", str(tmp_path / "cli"),
+    )
+    written = render_latents(model, [(0, 1), ("sphere", 1)], tmp_path / "lib", views=2, frames=3)
+    assert all(p.parent == tmp_path / "lib" for p in written)
+    _assert_same_files(tmp_path / "cli", tmp_path / "lib", [p.name for p in written])
+
+    # from a latent file at another resolution (raw rendering), the model loaded from its config.yml
+    save_latent(tmp_path / "saved.pt", Latent(class_index=2, seed=1, truncation_psi=0.7).ws(model), 2)
+    _run_command(
+        monkeypatch, "render", "--load-config", config, "--latent", str(tmp_path / "saved.pt"), "--views", "2",
+        "--frames", "2", "--resolution", "20", "--device", "cpu", "--output-dir", str(tmp_path / "cli-raw"),
+    )
+    written = render_latents(config, [tmp_path / "saved.pt"], tmp_path / "lib-raw", views=2, frames=2, resolution=20, device="cpu")
+    _assert_same_files(tmp_path / "cli-raw", tmp_path / "lib-raw", [p.name for p in written])
+
+    with pytest.raises(UserError, match="give at least one class and one seed"):
+        render_latents(model, [], tmp_path / "none")
+    with pytest.raises(UserError, match="--frames must be at least 2"):
+        render_latents(model, [(0, 0)], tmp_path / "none", frames=1)
+    assert not (tmp_path / "none").exists()
+
+
+def test_export_mesh_writes_the_files_of_the_export_mesh_command(run_dir, model, tmp_path, monkeypatch):
+    config = str(run_dir / "config.yml")
+    _run_command(
+        monkeypatch, "export-mesh", "--load-config", config, "--class", "1", "--seed", "3", "--resolution", "24",
+        "--device", "cpu", "--output", str(tmp_path / "cli" / "m.ply"), "--volume", str(tmp_path / "cli" / "v.mrc"),
+    )
+    mesh = export_mesh(model, (1, 3), tmp_path / "lib" / "m.ply", resolution=24, volume=tmp_path / "lib" / "v.mrc")
+    assert len(mesh.faces) == len(trimesh.load(tmp_path / "lib" / "m.ply", force="mesh").faces) > 0
+    _assert_same_files(tmp_path / "cli", tmp_path / "lib", ["m.ply", "v.mrc"])
+
+    # textured, by class name, the model loaded from its config.yml
+    _run_command(
+        monkeypatch, "export-mesh", "--load-config", config, "--class", "cylinder", "--seed", "3", "--resolution",
+        "24", "--texture", "--texture-size", "64", "--device", "cpu", "--output", str(tmp_path / "cli-tex" / "t.obj"),
+    )
+    export_mesh(
+        config, ("cylinder", 3), tmp_path / "lib-tex" / "t.obj", resolution=24, texture=True, texture_size=64,
+        device="cpu",
+    )
+    _assert_same_files(tmp_path / "cli-tex", tmp_path / "lib-tex", ["t.obj", "t.mtl", "t.png"])
+
+    with pytest.raises(UserError, match=r"--output m\.ply: \.ply cannot hold a texture"):
+        export_mesh(model, (0, 0), Path("m.ply"), texture=True)
+
+
+def test_python_example_of_the_architecture_page_runs(run_dir, tmp_path, monkeypatch):
+    """docs/architecture.md's example, run on the test's trained run."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    section = page.split("## Using the tools from Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    placeholder = 'Path("outputs/demo/triplane-gan-tiny/latest")'
+    assert placeholder in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace(placeholder, repr(str(run_dir)).join(("Path(", ")"))), "architecture.md", "exec"), {})
+    assert (tmp_path / "renders" / "class0_seed0_grid.png").is_file()
+    assert (tmp_path / "renders" / "class2_seed1_orbit.gif").is_file()
+    assert len(trimesh.load(tmp_path / "cube.glb", force="mesh").faces) > 0

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from photo_fixtures import make_photo_tree
-from triplane_gan_ns.data.prepare import PrepareDataset, prepare_dataset
+from triplane_gan_ns.data.prepare import prepare_dataset
 from triplane_gan_ns.runs import checkpoint_steps
 
 FAULTY_TRAIN = str(Path(__file__).parent / "helpers" / "faulty_train.py")
@@ -94,7 +94,7 @@ def fault_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     make_photo_tree(root / "photos")
     archive = root / "archive"
-    prepare_dataset(PrepareDataset(root / "photos", archive, resolution=32, shard_size=3, workers=1))
+    prepare_dataset(root / "photos", archive, resolution=32, shard_size=3, workers=1)
     start = time.perf_counter()
     reference = _train("none", root / "reference", "full", archive, ["--max-num-iterations", str(STEPS)])
     assert reference.returncode == 0, reference.stderr[-3000:]

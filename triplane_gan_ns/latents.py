@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from jaxtyping import Float
@@ -51,6 +51,18 @@ def open_model(load_config: Path, checkpoint: Optional[Path], device: str) -> Tr
         raise UserError(f"checkpoint {checkpoint} does not exist; check --checkpoint (or leave it out for the latest)")
     model, _ = load_model(load_config, checkpoint, resolve_device(device))
     return model
+
+
+ModelOrConfig = Union[TriplaneGANModel, str, Path]
+"""A loaded model, or the ``config.yml`` of a run to load it from."""
+
+
+def as_model(model: ModelOrConfig, checkpoint: Optional[Path] = None, device: str = "auto") -> TriplaneGANModel:
+    """``model`` itself, or the model of the run whose ``config.yml`` it names (``open_model``; ``checkpoint`` and
+    ``device`` only apply then)."""
+    if isinstance(model, TriplaneGANModel):
+        return model
+    return open_model(Path(model), checkpoint, device)
 
 
 def _valid_classes(class_names: Sequence[str]) -> str:
@@ -135,6 +147,27 @@ def save_latent(path: Path, ws: Float[Tensor, "1 num_ws w_dim"], class_index: in
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
+LatentSpec = Union[Latent, str, Path, Tuple[Union[str, int], int]]
+"""A ``Latent``, a saved latent file, or a ``(class, seed)`` pair (the class by index or name)."""
+
+
+def resolve_latent(model: TriplaneGANModel, spec: LatentSpec, truncation_psi: float) -> Latent:
+    """The ``Latent`` of a ``LatentSpec``; ``truncation_psi`` applies to a ``(class, seed)`` pair."""
+    if isinstance(spec, Latent):
+        return spec
+    if isinstance(spec, (str, Path)):
+        return load_latent(Path(spec), model)
+    class_, seed = spec
+    return Latent(class_index=resolve_class(class_, model.class_names), seed=int(seed), truncation_psi=truncation_psi)
+
+
+def latent_specs(
+    classes: Sequence[str | int], seeds: Sequence[int], latent_files: Sequence[Path] = ()
+) -> List[LatentSpec]:
+    """The latent files, or else every (class, seed) pair in order."""
+    return list(latent_files) or [(c, int(s)) for c in classes for s in seeds]
+
+
 def latents_from_args(
     model: TriplaneGANModel,
     classes: Sequence[str | int],
@@ -143,8 +176,4 @@ def latents_from_args(
     latent_files: Sequence[Path] = (),
 ) -> List[Latent]:
     """Every (class, seed) pair in order (classes by index or name), or the given latent files instead."""
-    if latent_files:
-        return [load_latent(p, model) for p in latent_files]
-    indices = [resolve_class(c, model.class_names) for c in classes]
-    return [Latent(class_index=c, seed=int(s), truncation_psi=truncation_psi) for c in indices for s in seeds]
-
+    return [resolve_latent(model, spec, truncation_psi) for spec in latent_specs(classes, seeds, latent_files)]

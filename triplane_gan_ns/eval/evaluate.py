@@ -1,4 +1,4 @@
-"""``triplane-gan eval``: image metrics (FID/KID/IS, FD/KID-EffNetLite0), the non-flatness score (NFS) and
+"""``triplane-gan eval`` (``evaluate``): image metrics (FID/KID/IS, FD/KID-EffNetLite0), the non-flatness score (NFS) and
 geometry metrics of a trained run.
 
 Protocol (docs/evaluation.md): ``--num-gen`` images from the EMA generator, class-balanced (image i shows class
@@ -15,9 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -28,7 +27,7 @@ from triplane_gan_ns.data.dataset import ClassImageDataset
 from triplane_gan_ns.data.embedded import default_cache_dir
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns import alignment
-from triplane_gan_ns.eval import flatness, geometry
+from triplane_gan_ns.eval import fidelity, flatness, geometry
 from triplane_gan_ns.eval.fidelity import (
     EFFNET_METRICS,
     INCEPTION_METRICS,
@@ -36,7 +35,6 @@ from triplane_gan_ns.eval.fidelity import (
     EffNetFeatures,
     InceptionFeatures,
     compute_metrics,
-    inception_weights,
     per_class_metrics,
 )
 from triplane_gan_ns.latents import check_truncation, resolve_device
@@ -49,60 +47,6 @@ GEOMETRY_YAW_OFFSET = math.radians(30.0)
 """Azimuth between the two views of the multi-view consistency metric."""
 REAL_CACHE_VERSION = 2
 """Bumped when the cached real-feature files change layout (2: they hold the images' class labels)."""
-
-
-@dataclass
-class Evaluate:
-    """Evaluate a trained generator: FID, KID and IS on Inception-v3 (torch-fidelity; needs its weights file),
-    FD- and KID-EffNetLite0 (offline), multi-view consistency, opacity statistics and, for data with known
-    shapes, Chamfer distance, F-score and IoU to the true shapes after centre, scale and rotation alignment,
-    and class-correctness.  Writes eval-step-<step>.json next to config.yml."""
-
-    load_config: Path
-    """config.yml of the training run."""
-    metrics: str = "fid,kid,is"
-    """Comma-separated metrics: fid, kid, is (Inception-v3), fd-effnetlite0, kid-effnetlite0 (offline), nfs
-    (3DGP's non-flatness score of frontal depth maps); 'none' for geometry only."""
-    num_gen: int = 50000
-    """Generated images (class-balanced)."""
-    num_nfs: int = 256
-    """Latents rendered for the non-flatness score (classes drawn as in training)."""
-    num_real: Optional[int] = None
-    """Real images (default: all of --data)."""
-    data: Optional[Path] = None
-    """Real images: an ImageNet-style folder, prepare-dataset archive or renders folder (default: the run's data)."""
-    checkpoint: Optional[Path] = None
-    """Checkpoint to evaluate (default: the run's latest)."""
-    inception_weights: Optional[Path] = None
-    """torch-fidelity's Inception-v3 weights (default: torch hub's cache)."""
-    geometry: bool = True
-    """Also compute the geometry metrics."""
-    num_geometry: int = 32
-    """Latents for the geometry metrics (class-balanced)."""
-    shape_resolution: int = 64
-    """Lattice resolution of the generated density (its mesh and occupancy) for the comparison with known shapes."""
-    shape_instances: int = 3
-    """True shapes per class that each generated object is aligned to (the closest counts)."""
-    shape_threshold: Optional[float] = None
-    """Density at the generated surface (default: 10, EG3D's level, the same for every object)."""
-    truncation: float = 1.0
-    """Truncation psi of the generated images (1 = none, the standard for FID)."""
-    batch_size: int = 32
-    """Images per batch."""
-    seed: int = 0
-    """Seed of latents, cameras, the real subset and KID's subsets."""
-    kid_subset_size: int = 1000
-    """Samples per KID subset (fewer when fewer images)."""
-    per_class: bool = False
-    """Also FID, KID, FD- and KID-EffNetLite0 per class (``<metric>/<class>``): generated images of a class against
-    real images of that class; one Fréchet distance per class, so slow for many classes."""
-    output: Optional[Path] = None
-    """JSON file for the results (default: eval-step-<step>.json next to config.yml)."""
-    device: str = "auto"
-    """cpu, cuda (or cuda:N), or auto (cuda when available)."""
-
-    def main(self) -> None:
-        evaluate(self)
 
 
 EVAL_METRICS = METRICS + flatness.METRICS
@@ -256,68 +200,101 @@ def view_pair_metrics(model: TriplaneGANModel, ws: Tensor, gen: torch.Generator)
 
 
 # ---- the command ---------------------------------------------------------------------------------------------
-def evaluate(config: Evaluate) -> Dict[str, object]:
-    """Run ``triplane-gan eval``; returns what it writes to the JSON file."""
-    metrics = parse_metrics(config.metrics)
-    for name in ("num_gen", "num_nfs", "batch_size", "num_geometry", "shape_resolution", "shape_instances", "kid_subset_size"):
-        if getattr(config, name) < (2 if name in ("num_gen", "kid_subset_size") else 1):
+def evaluate(
+    load_config: Path,
+    *,
+    metrics: Union[str, Sequence[str]] = "fid,kid,is",
+    num_gen: int = 50000,
+    num_nfs: int = 256,
+    num_real: Optional[int] = None,
+    data: Optional[Path] = None,
+    checkpoint: Optional[Path] = None,
+    inception_weights: Optional[Path] = None,
+    geometry: bool = True,
+    num_geometry: int = 32,
+    shape_resolution: int = 64,
+    shape_instances: int = 3,
+    shape_threshold: Optional[float] = None,
+    truncation: float = 1.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    kid_subset_size: int = 1000,
+    per_class: bool = False,
+    output: Optional[Path] = None,
+    device: str = "auto",
+) -> Dict[str, object]:
+    """Evaluate the run of ``load_config`` (its ``checkpoint``, default the latest) as ``triplane-gan eval`` does
+    (protocol in the module docstring and docs/evaluation.md); returns what it writes to ``output`` (default:
+    ``eval-step-<step>.json`` next to ``config.yml``).
+
+    ``metrics``: names from ``EVAL_METRICS``, comma-separated or a sequence ("none" or empty: geometry only).
+    ``geometry`` adds the multi-view, opacity and (for data with known shapes) shape metrics.  Bad options raise
+    ``UserError``.
+    """
+    metrics = parse_metrics(metrics if isinstance(metrics, str) else ",".join(metrics) or "none")
+    counts = dict(
+        num_gen=num_gen, num_nfs=num_nfs, batch_size=batch_size, num_geometry=num_geometry,
+        shape_resolution=shape_resolution, shape_instances=shape_instances, kid_subset_size=kid_subset_size,
+    )
+    for name, count in counts.items():
+        if count < (2 if name in ("num_gen", "kid_subset_size") else 1):
             raise UserError(f"--{name.replace('_', '-')} must be positive (at least 2 for num-gen and kid-subset-size)")
-    if config.num_real is not None and config.num_real < 2:
+    if num_real is not None and num_real < 2:
         raise UserError("--num-real must be at least 2")
-    check_truncation(config.truncation)
-    device = resolve_device(config.device)
+    check_truncation(truncation)
+    device = resolve_device(device)
     extractors: Dict[str, torch.nn.Module] = {}
     if any(m in INCEPTION_METRICS for m in metrics):
-        extractors["inception"] = InceptionFeatures(inception_weights(config.inception_weights), device)
+        extractors["inception"] = InceptionFeatures(fidelity.inception_weights(inception_weights), device)
     if any(m in EFFNET_METRICS for m in metrics):
         extractors["effnet"] = EffNetFeatures(device)
-    model, ckpt = load_model(config.load_config, config.checkpoint, device)
+    model, ckpt = load_model(load_config, checkpoint, device)
     number = ckpt.stem[len("step-") :] if ckpt.stem.startswith("step-") else ""
     step = int(number) if number.isdigit() else 0
-    parser_config = read_run_config(config.load_config).pipeline.datamanager.dataparser
-    dataset = real_dataset(parser_config, config.data, model.resolution)
+    parser_config = read_run_config(load_config).pipeline.datamanager.dataparser
+    dataset = real_dataset(parser_config, data, model.resolution)
     result: Dict[str, object] = {
         "checkpoint": str(ckpt),
         "step": step,
         "data": str(parser_config.data),
         "resolution": model.resolution,
-        "truncation": config.truncation,
-        "seed": config.seed,
+        "truncation": truncation,
+        "seed": seed,
         "feature_networks": {name: net.network for name, net in extractors.items()},
         "real_features_sha256": {},
         "metrics": {},
     }
     values: Dict[str, float] = {}
     if extractors:
-        indices = real_subset(dataset, config.num_real, config.seed)
-        real, real_labels = real_features(extractors, dataset, indices, config.batch_size)
+        indices = real_subset(dataset, num_real, seed)
+        real, real_labels = real_features(extractors, dataset, indices, batch_size)
         result["real_features_sha256"] = {name: features_sha256(feats) for name, feats in real.items()}
-        batches = generated_batches(model, config.num_gen, config.batch_size, config.seed, config.truncation)
-        fake = extract(extractors, batches, config.num_gen, "generated images")
-        values.update(compute_metrics(metrics, fake, real, config.kid_subset_size, config.seed))
-        if config.per_class:
-            fake_labels = torch.arange(config.num_gen) % model.num_classes  # as generated_batches draws them
+        batches = generated_batches(model, num_gen, batch_size, seed, truncation)
+        fake = extract(extractors, batches, num_gen, "generated images")
+        values.update(compute_metrics(metrics, fake, real, kid_subset_size, seed))
+        if per_class:
+            fake_labels = torch.arange(num_gen) % model.num_classes  # as generated_batches draws them
             names = dataset.class_names or [str(c) for c in range(model.num_classes)]
-            values.update(per_class_metrics(metrics, fake, fake_labels, real, real_labels, names, config.kid_subset_size, config.seed))
+            values.update(per_class_metrics(metrics, fake, fake_labels, real, real_labels, names, kid_subset_size, seed))
         num_real = len(real_labels)
-        result.update(num_gen=config.num_gen, num_real=num_real, unreadable_real=len(indices) - num_real)
+        result.update(num_gen=num_gen, num_real=num_real, unreadable_real=len(indices) - num_real)
     if "nfs" in metrics:
         values[flatness.NFS_NAME] = flatness.generator_non_flatness(
-            model.generator_ema, model.pose_sampler, dataset.labels, config.num_nfs, config.batch_size, config.seed,
-            config.truncation,
+            model.generator_ema, model.pose_sampler, dataset.labels, num_nfs, batch_size, seed,
+            truncation,
         )
-        result.update(num_nfs=config.num_nfs, nfs_resolution=model.neural_resolution)
-    if config.geometry:
-        gen = torch.Generator().manual_seed(config.seed)
-        labels = torch.arange(config.num_geometry) % model.num_classes
-        z = torch.randn(config.num_geometry, model.generator.backbone.z_dim, generator=gen)
+        result.update(num_nfs=num_nfs, nfs_resolution=model.neural_resolution)
+    if geometry:
+        gen = torch.Generator().manual_seed(seed)
+        labels = torch.arange(num_geometry) % model.num_classes
+        z = torch.randn(num_geometry, model.generator.backbone.z_dim, generator=gen)
         with torch.no_grad():
-            ws = model.generator_ema.mapping(z.to(model.device), labels.to(model.device), config.truncation)
-        rows = [view_pair_metrics(model, ws[i : i + config.batch_size], gen) for i in range(0, len(ws), config.batch_size)]
-        weights = [min(config.batch_size, len(ws) - i) for i in range(0, len(ws), config.batch_size)]
+            ws = model.generator_ema.mapping(z.to(model.device), labels.to(model.device), truncation)
+        rows = [view_pair_metrics(model, ws[i : i + batch_size], gen) for i in range(0, len(ws), batch_size)]
+        weights = [min(batch_size, len(ws) - i) for i in range(0, len(ws), batch_size)]
         for key in rows[0]:
             values[key] = sum(r[key] * n for r, n in zip(rows, weights)) / sum(weights)
-        shapes = alignment.known_shapes(dataset.image_filenames, dataset.labels.tolist(), config.shape_instances)
+        shapes = alignment.known_shapes(dataset.image_filenames, dataset.labels.tolist(), shape_instances)
         if shapes:
             details: Dict[str, object] = {}
             values.update(
@@ -326,19 +303,19 @@ def evaluate(config: Evaluate) -> Dict[str, object]:
                     shapes,
                     ws=ws,
                     labels=labels,
-                    resolution=config.shape_resolution,
-                    threshold=config.shape_threshold,
+                    resolution=shape_resolution,
+                    threshold=shape_threshold,
                     class_names=dataset.class_names,
-                    settings=alignment.AlignmentSettings(seed=config.seed),
-                    seed=config.seed,
+                    settings=alignment.AlignmentSettings(seed=seed),
+                    seed=seed,
                     details=details,
                 )
             )
             result.update({f"shape_{key}": value for key, value in details.items()})
-        result["num_geometry"] = config.num_geometry
+        result["num_geometry"] = num_geometry
     result["metrics"] = values
-    run_dir = Path(config.load_config).parent
-    output = config.output or run_dir / f"eval-step-{step:09d}.json"
+    run_dir = Path(load_config).parent
+    output = output or run_dir / f"eval-step-{step:09d}.json"
     atomic_write(Path(output), lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     _log(run_dir, values, step)
     for key, value in values.items():
