@@ -127,8 +127,8 @@ triplane_gan_shapenet = MethodSpecification(
 triplane_gan_tiny = MethodSpecification(
     config=GanTrainerConfig(
         method_name="triplane-gan-tiny",
-        max_num_iterations=600,
-        steps_per_save=200,
+        max_num_iterations=700,
+        steps_per_save=350,
         mixed_precision=False,
         machine=MachineConfig(device_type=DEVICE, seed=0),
         vis="tensorboard",

@@ -678,11 +678,11 @@ def test_export_mesh_writes_the_files_of_the_export_mesh_command(run_dir, model,
     # textured, by class name, the model loaded from its config.yml
     _run_command(
         monkeypatch, "export-mesh", "--load-config", config, "--class", "cylinder", "--seed", "3", "--resolution",
-        "24", "--texture", "--texture-size", "64", "--device", "cpu", "--output", str(tmp_path / "cli-tex" / "t.obj"),
+        "24", "--texture", "--texture-size", "128", "--max-faces", "600", "--device", "cpu", "--output", str(tmp_path / "cli-tex" / "t.obj"),
     )
     export_mesh(
-        config, ("cylinder", 3), tmp_path / "lib-tex" / "t.obj", resolution=24, texture=True, texture_size=64,
-        device="cpu",
+        config, ("cylinder", 3), tmp_path / "lib-tex" / "t.obj", resolution=24, texture=True, texture_size=128,
+        max_faces=600, device="cpu",
     )
     _assert_same_files(tmp_path / "cli-tex", tmp_path / "lib-tex", ["t.obj", "t.mtl", "t.png"])
 
