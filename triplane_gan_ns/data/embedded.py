@@ -30,6 +30,7 @@ from jaxtyping import Bool, Float
 from PIL import Image
 from torch import Tensor
 
+from triplane_gan_ns.data.renders_layout import install_dataset, pixel_rays, write_matrix
 from triplane_gan_ns.data.shapes import CLASS_NAMES, MAX_RADIUS, Shape, random_shape
 from triplane_gan_ns.cameras import focal_from_fov, look_at, uniform_sphere_directions
 
@@ -41,23 +42,6 @@ DIFFUSE = 0.65
 _BOUND_RADIUS = MAX_RADIUS + 0.05
 _HIT_EPS = 5e-4
 _NORMAL_EPS = 5e-4
-
-
-def _camera_rays(
-    camera_to_world: Float[Tensor, "n 3 4"], resolution: int, fov_degrees: float, supersample: int
-) -> Tuple[Float[Tensor, "n rays 3"], Float[Tensor, "n rays 3"]]:
-    """Unit ray directions through ``supersample``² evenly spaced points of every pixel, row-major."""
-    focal = focal_from_fov(resolution, fov_degrees)
-    centre = resolution / 2.0
-    samples = resolution * supersample
-    coords = (torch.arange(samples, dtype=torch.float32) + 0.5) / supersample
-    v, u = torch.meshgrid(coords, coords, indexing="ij")
-    dirs_cam = torch.stack([(u - centre) / focal, -(v - centre) / focal, -torch.ones_like(u)], dim=-1)
-    dirs_cam = F.normalize(dirs_cam.reshape(-1, 3), dim=-1)
-    rotation = camera_to_world[:, :3, :3]
-    dirs = torch.einsum("nij,rj->nri", rotation, dirs_cam)
-    origins = camera_to_world[:, None, :3, 3].expand_as(dirs)
-    return origins, dirs
 
 
 def _sphere_trace(
@@ -113,7 +97,7 @@ def render_views(
     """:func:`render_shape` for a batch of cameras."""
     camera_to_world = camera_to_world[..., :3, :4].float()
     n = camera_to_world.shape[0]
-    origins, dirs = _camera_rays(camera_to_world, resolution, fov_degrees, supersample)
+    origins, dirs = pixel_rays(camera_to_world, resolution, fov_degrees, supersample)
     origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
     hit, t = _sphere_trace(shape, origins, dirs, steps)
 
@@ -204,11 +188,6 @@ def _is_complete(root: Path, spec: EmbeddedDatasetSpec) -> bool:
     return meta.get("name") == DATASET_NAME and meta.get("spec") == spec.to_dict()
 
 
-def _write_matrix(path: Path, matrix: np.ndarray) -> None:
-    lines = [" ".join(f"{float(v):.9g}" for v in row) for row in matrix]
-    path.write_text("\n".join(lines) + "\n")
-
-
 @contextlib.contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
     previous = torch.get_num_threads()
@@ -255,7 +234,7 @@ def _write_dataset(root: Path, spec: EmbeddedDatasetSpec, progress: bool) -> Non
                 for view in range(spec.views_per_object):
                     Image.fromarray(images[view]).save(obj_dir / "rgb" / f"{view:06d}.png")
                     matrix = np.concatenate([poses[view].double().numpy(), bottom], axis=0)
-                    _write_matrix(obj_dir / "pose" / f"{view:06d}.txt", matrix)
+                    write_matrix(obj_dir / "pose" / f"{view:06d}.txt", matrix)
                 (obj_dir / "intrinsics.txt").write_text(intrinsics)
                 (obj_dir / "shape.json").write_text(json.dumps(shape.to_dict(), indent=2) + "\n")
                 objects.append(
@@ -282,24 +261,6 @@ def _write_dataset(root: Path, spec: EmbeddedDatasetSpec, progress: bool) -> Non
     (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _install(tmp: Path, dest: Path, spec: EmbeddedDatasetSpec) -> None:
-    for _ in range(3):
-        try:
-            os.rename(tmp, dest)
-            return
-        except OSError:
-            if _is_complete(dest, spec):
-                return
-            if dest.exists():
-                stale = dest.parent / f"{dest.name}.old-{os.getpid()}"
-                try:
-                    os.rename(dest, stale)
-                except OSError:
-                    continue
-                shutil.rmtree(stale, ignore_errors=True)
-    os.rename(tmp, dest)
-
-
 def generate_embedded_dataset(dest: Path, spec: EmbeddedDatasetSpec, progress: bool = True) -> Path:
     """Render the data set described by ``spec`` into ``dest`` (deterministic given ``spec``).
 
@@ -320,7 +281,7 @@ def generate_embedded_dataset(dest: Path, spec: EmbeddedDatasetSpec, progress: b
         tmp.mkdir()
         with _torch_threads(1):
             _write_dataset(tmp, spec, progress)
-        _install(tmp, dest, spec)
+        install_dataset(tmp, dest, lambda root: _is_complete(root, spec))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

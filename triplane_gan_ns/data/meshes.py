@@ -35,7 +35,8 @@ from jaxtyping import Bool, Float
 from PIL import Image
 from torch import Tensor
 
-from triplane_gan_ns.data.embedded import AMBIENT, DIFFUSE, LIGHT_DIRECTION, _camera_rays, _write_matrix
+from triplane_gan_ns.data.embedded import AMBIENT, DIFFUSE, LIGHT_DIRECTION
+from triplane_gan_ns.data.renders_layout import install_dataset, pixel_rays, write_matrix
 from triplane_gan_ns.data.shapes import MAX_RADIUS
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.cameras import focal_from_fov, look_at, uniform_sphere_directions
@@ -215,7 +216,7 @@ def render_mesh_views(
     c2w = torch.as_tensor(np.asarray(camera_to_world) if not isinstance(camera_to_world, Tensor) else camera_to_world)
     c2w = c2w[..., :3, :4].float().cpu()
     n = c2w.shape[0]
-    origins_t, dirs_t = _camera_rays(c2w, resolution, fov_degrees, supersample)
+    origins_t, dirs_t = pixel_rays(c2w, resolution, fov_degrees, supersample)
     origins = origins_t.reshape(-1, 3).double().numpy()
     dirs = dirs_t.reshape(-1, 3).double().numpy()
     tri, t = _first_hits(mesh, origins, dirs)
@@ -385,7 +386,7 @@ def _write_dataset(
             for view in range(views):
                 Image.fromarray(images[view]).save(obj_dir / "rgb" / f"{view:06d}.png")
                 matrix = np.concatenate([poses[view].double().numpy(), bottom], axis=0)
-                _write_matrix(obj_dir / "pose" / f"{view:06d}.txt", matrix)
+                write_matrix(obj_dir / "pose" / f"{view:06d}.txt", matrix)
             (obj_dir / "intrinsics.txt").write_text(intrinsics)
             shape = {"kind": "mesh", "source": obj["source"], "transform": transform.tolist()}
             (obj_dir / "shape.json").write_text(json.dumps(shape, indent=2) + "\n")
@@ -408,24 +409,6 @@ def _write_dataset(
         "objects": objects,
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def _install(tmp: Path, dest: Path, spec: Dict[str, Any], objects: List[Dict[str, Any]]) -> None:
-    for _ in range(3):
-        try:
-            os.rename(tmp, dest)
-            return
-        except OSError:
-            if _is_complete(dest, spec, objects):
-                return
-            if dest.exists():
-                stale = dest.parent / f"{dest.name}.old-{os.getpid()}"
-                try:
-                    os.rename(dest, stale)
-                except OSError:
-                    continue
-                shutil.rmtree(stale, ignore_errors=True)
-    os.rename(tmp, dest)
 
 
 def generate_mesh_dataset(
@@ -471,7 +454,7 @@ def generate_mesh_dataset(
     try:
         tmp.mkdir()
         _write_dataset(tmp, spec, class_names, objects, progress)
-        _install(tmp, dest, spec, objects)
+        install_dataset(tmp, dest, lambda root: _is_complete(root, spec, objects))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
