@@ -148,7 +148,7 @@ def _median_density(run):
     return float(np.median(grid))
 
 
-def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
+def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path, monkeypatch):
     weights = _random_inception_weights(tmp_path / INCEPTION_FILE)
     options = dict(
         metrics="fid,kid,is,fd-effnetlite0,kid-effnetlite0",
@@ -193,8 +193,15 @@ def test_eval_of_a_trained_run_writes_every_metric(trained_tiny_run, tmp_path):
     assert values["shape_chamfer"] > 0 and np.isfinite(values["shape_chamfer"])
     matrix = written["shape_fscore_matrix"]  # generated class -> true class -> mean F-score
     assert matrix and all(set(row) == set(classes) and all(0 <= v <= 1 for v in row.values()) for row in matrix.values())
-    # real features are cached: a second evaluation reads them and reproduces every value
-    repeated = evaluate(trained_tiny_run / "config.yml", **options)
+    # real features are cached: a second evaluation, through the command line this time, reads them and
+    # reproduces every value
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the entry point installs its own
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**options, "output": tmp_path / "cli.json"}.items()]
+    monkeypatch.setattr(sys, "argv", ["triplane-gan", "eval", "--load-config", str(trained_tiny_run / "config.yml"), *flags])
+    from triplane_gan_ns.cli import main
+
+    main.entrypoint()
+    repeated = json.loads((tmp_path / "cli.json").read_text())
     assert repeated["real_features_sha256"] == hashes and repeated["num_real"] == 12
     again = repeated["metrics"]
     for key, value in values.items():
