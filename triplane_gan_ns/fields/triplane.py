@@ -70,7 +70,8 @@ class TriplaneField(Field):
         batch, _, channels, res, _ = planes.shape
         num = positions.shape[1]
         normed = positions / self.scene_bound
-        uv = torch.stack([normed[..., list(axes)] for axes in PLANE_AXES], dim=1)  # [B, 3, N, 2]
+        # PLANE_AXES as slices, so one copy builds the [B, 3, N, 2] grid (no advanced-indexing gathers)
+        uv = torch.stack([normed[..., 0:2], normed[..., 0::2], normed[..., 1:3]], dim=1)
         sampled = F.grid_sample(
             planes.reshape(batch * 3, channels, res, res),
             uv.reshape(batch * 3, 1, num, 2),
