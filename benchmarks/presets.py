@@ -23,3 +23,29 @@ def preset_model(preset: str, device: str, seed: int = 0):
         metadata={"class_names": [str(i) for i in range(NUM_CLASSES)], "resolution": resolution},
     ).to(device)
     return model, resolution
+
+
+def tiny_trainer(samples_per_ray: int = 16, seed: int = 0):
+    """A set-up ``triplane-gan-tiny`` trainer on the embedded shapes (CPU, random initial weights, a temporary
+    output folder) with ``samples_per_ray`` coarse and importance samples (16: issue 10's baseline settings,
+    whatever the preset now uses); ready for ``train_iteration(step)``."""
+    import copy
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
+
+    torch.manual_seed(seed)
+    config = copy.deepcopy(triplane_gan_tiny.config)
+    config.machine.device_type = "cpu"
+    config.output_dir = Path(tempfile.mkdtemp())
+    config.vis = "tensorboard"
+    generator = config.pipeline.model.generator
+    generator.num_coarse_samples = generator.num_importance_samples = samples_per_ray
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.pipeline.train()
+    return trainer
