@@ -29,7 +29,7 @@ STEPS = 250
 RESOLUTION = 16
 """Data and neural rendering resolution of the learning test (the preset: 32)."""
 SAMPLES_PER_RAY = 8
-"""Coarse and importance samples per ray of the learning test (the preset: 16 + 16)."""
+"""Coarse and importance samples per ray of the learning test (the preset's: 8 + 8)."""
 NUM_PER_CLASS = 8
 """Generated images per class for each measurement."""
 MAX_DISTANCE_RATIO = 0.3
@@ -80,7 +80,7 @@ def test_measuring_needs_a_white_background(tiny_model):
 
 
 def test_tiny_gan_learns_class_colours_and_silhouettes(tiny_trainer):
-    # cost only: smaller images and fewer samples per ray; every learning setting is the preset's
+    # cost only: smaller images; every learning setting is the preset's
     trainer = tiny_trainer(seed=SEED, resolution=RESOLUTION, samples_per_ray=SAMPLES_PER_RAY)
     real_images, real_labels = dataset_images(trainer.pipeline.datamanager.train_dataset)
     assert real_labels.unique().numel() == 4
