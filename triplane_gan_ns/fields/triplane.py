@@ -31,6 +31,8 @@ from triplane_gan_ns.fields.decoder import Decoder
 
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 """For each plane, which world axes give its (u, v) coordinates."""
+_PLANE_SLICES = tuple(slice(u, v + 1, v - u) for u, v in PLANE_AXES)
+"""``PLANE_AXES`` as basic slices of the last axis (views, not advanced-indexing gathers)."""
 FEATURES = "features"
 """Output key of the full colour features of each sample."""
 
@@ -70,8 +72,7 @@ class TriplaneField(Field):
         batch, _, channels, res, _ = planes.shape
         num = positions.shape[1]
         normed = positions / self.scene_bound
-        # PLANE_AXES as slices, so one copy builds the [B, 3, N, 2] grid (no advanced-indexing gathers)
-        uv = torch.stack([normed[..., 0:2], normed[..., 0::2], normed[..., 1:3]], dim=1)
+        uv = torch.stack([normed[..., axes] for axes in _PLANE_SLICES], dim=1)  # [B, 3, N, 2], one copy
         sampled = F.grid_sample(
             planes.reshape(batch * 3, channels, res, res),
             uv.reshape(batch * 3, 1, num, 2),
