@@ -42,8 +42,11 @@ demo: $(STAMP)
 	$(VENV)/bin/ns-train triplane-gan-tiny --output-dir outputs --experiment-name demo --timestamp latest
 	@echo "Sample views: outputs/demo/triplane-gan-tiny/latest/samples/samples-latest.png"
 
+# One pytest-xdist worker per core, whole test files per worker (a file's shared fixtures are built once) in the
+# order collected, which puts the minutes-long training tests first; tests/conftest.py gives each worker its share
+# of the cores.  Plain `pytest` runs the same tests in one process.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/generator_speed.py

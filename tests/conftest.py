@@ -14,9 +14,20 @@ import torch
 # Every test process (and the ns-train subprocesses they start) uses a private data cache.
 _CACHE = Path(os.environ.setdefault("TRIPLANE_GAN_NS_CACHE", str(Path(__file__).parent / ".cache")))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# `make test` runs the suite on pytest-xdist workers, one per core: each worker (and every process it starts,
+# through OMP_NUM_THREADS) gets its share of the cores, so workers never oversubscribe them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, os.cpu_count() or 1) // _WORKERS)
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+torch.set_num_threads(_THREADS)
 
 pytest_plugins = ["run_fixture"]  # the session's trained tiny run (``trained_tiny_run``), built once
+
+
+def pytest_collection_modifyitems(config, items):
+    """The minutes-long training tests first, so that parallel workers do not end the suite waiting on one."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ distinct colours on white) and compares the EMA generator with the data before a
 discriminator-free measures of ``triplane_gan_ns.eval.learning``.  FD-EffNetLite0 is left to
 ``benchmarks/learning_curve.py``: with the few images a test can afford it is too noisy to assert on.
 
-The geometry test (marked ``slow``: ``pytest -m slow``; ``make test`` leaves it out) trains ``GEOMETRY_STEPS``
+The geometry test (about 3 minutes on 2 cores) trains ``GEOMETRY_STEPS``
 and measures the EMA generator's shapes with the pose-free geometry measure (``alignment.aligned_geometry_scores``:
 each object's surface aligned over rotations to every class's true shapes): most classes must come out closer
 to their own class's true shape than to any other.
@@ -91,6 +91,7 @@ def test_measuring_needs_a_white_background(tiny_model):
         measure_generator(model, torch.ones(4, 3, 32, 32), torch.arange(4), num_per_class=1)
 
 
+@pytest.mark.long
 def test_tiny_gan_learns_class_colours_and_silhouettes(tiny_trainer):
     # cost only: smaller images; every learning setting is the preset's
     trainer = tiny_trainer(seed=SEED, resolution=RESOLUTION, samples_per_ray=SAMPLES_PER_RAY)
@@ -112,9 +113,8 @@ def test_tiny_gan_learns_class_colours_and_silhouettes(tiny_trainer):
     assert after["class_separation"] > 3 * before["class_separation"], summary
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_tiny_gan_learns_class_shapes(tiny_trainer):
-    """About 3 minutes, so not part of ``make test`` (its 15-minute budget): ``pytest -m slow`` runs it."""
     trainer = tiny_trainer(seed=SEED, resolution=RESOLUTION, samples_per_ray=SAMPLES_PER_RAY)
     trainer.pipeline.train()
     for step in range(GEOMETRY_STEPS):

@@ -122,6 +122,7 @@ def fault_runs(tmp_path_factory):
     }
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[f"{k}-seed{s}" for k, s in SCENARIOS])
 def test_killed_run_resumes_to_identical_weights(fault_runs, scenario):
     fault, out, killed, left, logs = fault_runs["runs"][scenario]
