@@ -8,7 +8,7 @@ import pytest
 import torch
 from nerfstudio.cameras.rays import RayBundle
 
-from triplane_gan_ns.fields.triplane import PLANE_AXES, TriplaneField, TriplaneFieldConfig
+from triplane_gan_ns.fields.triplane import PLANE_AXES, TriplaneFieldConfig
 
 
 def _pixel_centre(index: int, res: int) -> float:

@@ -18,7 +18,6 @@ from triplane_gan_ns.cameras import focal_from_fov
 from triplane_gan_ns.data.meshes import (
     generate_mesh_dataset,
     load_normalized_mesh,
-    load_object_mesh,
     mesh_occupancy,
     normalizing_transform,
     ray_backend,

@@ -22,7 +22,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.runs import load_model
 from triplane_gan_ns.cameras import yaw_pitch_directions
 from triplane_gan_ns.pti.invert import InversionConfig, invert, noise_regularization
-from triplane_gan_ns.pti.perceptual import LpipsVgg, build_perceptual, vgg16_weights_path
+from triplane_gan_ns.pti.perceptual import LpipsVgg, vgg16_weights_path
 
 TRIPLANE_GAN = str(Path(sys.executable).with_name("triplane-gan"))
 
