@@ -108,9 +108,9 @@ class Invert:
     run's classes; needs class names that are ImageNet WordNet ids such as n01440764), discriminator (the class
     whose conditioning the discriminator finds most real), auto (classifier when possible, else discriminator)."""
     imagenet_classes: Optional[Path] = None
-    """The 1000 ImageNet-1k WordNet ids in order for the classifier (one per line, or LOC_synset_mapping.txt);
-    default: the run's data folder's LOC_synset_mapping.txt, else the list the installed imagenet-classes package
-    (or timm 0.9+) ships."""
+    """The 1000 ImageNet-1k WordNet ids in order for the classifier (one per line, LOC_synset_mapping.txt, or JSON
+    from index to id); default: the run's data folder's LOC_synset_mapping.txt, else the list the installed
+    imagenet-classes package (or timm 0.9+) ships."""
     checkpoint: Optional[Path] = None
     """A specific checkpoint of the run (default: the latest)."""
     perceptual: PerceptualName = "lpips-vgg"

