@@ -6,10 +6,10 @@ distinct colours on white) and compares the EMA generator with the data before a
 discriminator-free measures of ``triplane_gan_ns.eval.learning``.  FD-EffNetLite0 is left to
 ``benchmarks/learning_curve.py``: with the few images a test can afford it is too noisy to assert on.
 
-The geometry test (about 3 minutes on 2 cores) trains ``GEOMETRY_STEPS``
-and measures the EMA generator's shapes with the pose-free geometry measure (``alignment.aligned_geometry_scores``:
-each object's surface aligned over rotations to every class's true shapes): most classes must come out closer
-to their own class's true shape than to any other.
+The same run (about 3 minutes on 2 cores) then trains on to ``GEOMETRY_STEPS`` and measures the EMA generator's
+shapes with the pose-free geometry measure (``alignment.aligned_geometry_scores``: each object's surface aligned
+over rotations to every class's true shapes): most classes must come out closer to their own class's true shape
+than to any other.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def test_measuring_needs_a_white_background(tiny_model):
 
 
 @pytest.mark.long
-def test_tiny_gan_learns_class_colours_and_silhouettes(tiny_trainer):
+def test_tiny_gan_learns_class_colours_silhouettes_then_shapes(tiny_trainer):
+    """One run: colours and silhouettes after ``STEPS`` steps, the classes' 3D shapes after ``GEOMETRY_STEPS``."""
     # cost only: smaller images; every learning setting is the preset's
     trainer = tiny_trainer(seed=SEED, resolution=RESOLUTION, samples_per_ray=SAMPLES_PER_RAY)
     real_images, real_labels = dataset_images(trainer.pipeline.datamanager.train_dataset)
@@ -112,12 +113,7 @@ def test_tiny_gan_learns_class_colours_and_silhouettes(tiny_trainer):
     assert after["class_separation"] > MIN_SEPARATION_SHARE * after["real_class_separation"], summary
     assert after["class_separation"] > 3 * before["class_separation"], summary
 
-
-@pytest.mark.long
-def test_tiny_gan_learns_class_shapes(tiny_trainer):
-    trainer = tiny_trainer(seed=SEED, resolution=RESOLUTION, samples_per_ray=SAMPLES_PER_RAY)
-    trainer.pipeline.train()
-    for step in range(GEOMETRY_STEPS):
+    for step in range(STEPS, GEOMETRY_STEPS):  # the same run goes on
         trainer.train_iteration(step)
     dataset = trainer.pipeline.datamanager.train_dataset
     true_shapes = alignment.known_shapes(dataset.image_filenames, dataset.labels.tolist(), per_class=2)
