@@ -46,14 +46,10 @@ def _best(fn, repeats: int) -> float:
 
 def _model(preset: str):
     sys.path.insert(0, str(HERE))
-    from presets import PRESETS, preset_model
+    from presets import preset_model
 
-    from triplane_gan_ns.method_configs import triplane_gan as presets
-
-    if preset == "tiny":  # issue 10's baseline settings, whatever the preset now uses
-        generator = getattr(presets, PRESETS[preset]).config.pipeline.model.generator
-        generator.num_coarse_samples = generator.num_importance_samples = 16
-    model, _ = preset_model(preset, "cpu")
+    # the tiny preset at issue 10's baseline settings, whatever the preset now uses
+    model, _ = preset_model(preset, "cpu", samples_per_ray=16 if preset == "tiny" else None)
     return model.eval()
 
 

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 PRESETS = {"tiny": "triplane_gan_tiny", "paper": "triplane_gan"}
 NUM_CLASSES = 10
 """Classes of the benchmark models (the paper-scale class embedding grows with the class count)."""
 
 
-def preset_model(preset: str, device: str, seed: int = 0):
-    """(model of the preset with random weights on ``device``, in train mode; the preset's image resolution)."""
+def preset_model(preset: str, device: str, seed: int = 0, samples_per_ray: Optional[int] = None):
+    """(model of the preset with random weights on ``device``, in train mode; the preset's image resolution);
+    ``samples_per_ray`` replaces the preset's coarse and importance samples per ray."""
+    import copy
+
     import torch
     from nerfstudio.data.scene_box import SceneBox
 
     from triplane_gan_ns.method_configs import triplane_gan as presets
 
-    spec = getattr(presets, PRESETS[preset])
-    resolution = spec.config.pipeline.datamanager.resolution
+    config = copy.deepcopy(getattr(presets, PRESETS[preset]).config)
+    if samples_per_ray is not None:
+        generator = config.pipeline.model.generator
+        generator.num_coarse_samples = generator.num_importance_samples = samples_per_ray
+    resolution = config.pipeline.datamanager.resolution
     torch.manual_seed(seed)
-    model = spec.config.pipeline.model.setup(
+    model = config.pipeline.model.setup(
         scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
         num_train_data=1,
         metadata={"class_names": [str(i) for i in range(NUM_CLASSES)], "resolution": resolution},

@@ -4,9 +4,9 @@ per ray and batch size, with and without R1; a Markdown table and a plot.
 Usage: python benchmarks/scaling.py [--device cpu] [--steps 3] [--plot docs/images/scaling.png]
 
 Starts from the ``triplane-gan-tiny`` preset at issue 10's baseline settings (32² neural rendering, 16+16
-samples per ray, batch 4, 3 views per latent) and varies one setting at a time.  Each configuration runs in its own process (so its peak memory is
-its own): one warm-up step, then ``--steps`` timed steps of ``GanTrainer.train_iteration``; the fastest is
-reported.  "R1" rows run the R1 penalty on every step (lazy R1 runs it every 16th).
+samples per ray, batch 4, 3 views per latent) and varies one setting at a time.  Each configuration runs in its
+own process (so its peak memory is its own): one warm-up step, then ``--steps`` timed steps of
+``GanTrainer.train_iteration``; the fastest is reported.  "R1" rows run the R1 penalty on every step (lazy R1 runs it every 16th).
 """
 
 from __future__ import annotations
