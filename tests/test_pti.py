@@ -107,8 +107,10 @@ def test_lpips_weights_load_from_a_local_file_and_missing_ones_say_where(tmp_pat
     import torchvision
 
     vgg = torchvision.models.vgg16()
+    # LPIPS reads only the convolutions: a file of them (58 MB) instead of the whole network (528 MB, twice)
+    features = {k: v for k, v in vgg.state_dict().items() if k.startswith("features.")}
     path = tmp_path / "vgg16-397923af.pth"
-    torch.save(vgg.state_dict(), path)
+    torch.save(features, path)
     net = LpipsVgg(weights=path)
     torch.testing.assert_close(net.lpips.net.slice3.state_dict()["10.weight"], vgg.features[10].weight)
     x = torch.rand(1, 3, 32, 32)
@@ -121,7 +123,7 @@ def test_lpips_weights_load_from_a_local_file_and_missing_ones_say_where(tmp_pat
     assert "vgg16-397923af.pth" in message and str(tmp_path / "empty-hub") in message and "\n" not in message
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     (tmp_path / "checkpoints").mkdir()
-    torch.save(vgg.state_dict(), tmp_path / "checkpoints" / "vgg16-397923af.pth")
+    torch.save(features, tmp_path / "checkpoints" / "vgg16-397923af.pth")
     assert vgg16_weights_path(None) == tmp_path / "checkpoints" / "vgg16-397923af.pth"
 
 
