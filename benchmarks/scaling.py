@@ -6,7 +6,8 @@ Usage: python benchmarks/scaling.py [--device cpu] [--steps 3] [--plot docs/imag
 Starts from the ``triplane-gan-tiny`` preset at issue 10's baseline settings (32² neural rendering, 16+16
 samples per ray, batch 4, 3 views per latent) and varies one setting at a time.  Each configuration runs in its
 own process (so its peak memory is its own): one warm-up step, then ``--steps`` timed steps of
-``GanTrainer.train_iteration``; the fastest is reported.  "R1" rows run the R1 penalty on every step (lazy R1 runs it every 16th).
+``GanTrainer.train_iteration``; the fastest is reported.  "R1" rows run the R1 penalty on every step (the tiny
+preset's lazy R1 runs it every 4th), the other rows never.
 """
 
 from __future__ import annotations
