@@ -1,6 +1,7 @@
 """bf16 autocast (``--mixed-precision``) and ``--compile`` take the same training steps as the fp32 eager loop.
 
-On CPU nerfstudio turns mixed precision off; the test forces the GPU code path (bf16 autocast) on the CPU.
+On CPU nerfstudio turns mixed precision off; the trainer turns it back on where the CPU has native bf16, and the
+tests force that code path on any CPU (torch emulates bf16 where the hardware lacks it).
 Compilation uses the ``aot_eager`` backend: it traces the same graphs as inductor without generating kernels.
 Both runs cover an R1 step (step 0) and a plain step (step 1).
 """
@@ -9,8 +10,14 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from triplane_gan_ns.fields.decoder import Decoder
+from triplane_gan_ns.layers import ToRGB
+from triplane_gan_ns.training import trainer as trainer_module
 
 R1_EVERY_OTHER_STEP = {"pipeline__r1_interval": 2}
 
@@ -42,8 +49,8 @@ def test_bf16_autocast_step_matches_fp32(tiny_trainer):
     expected = _losses(reference, 2)
 
     trainer = tiny_trainer(**R1_EVERY_OTHER_STEP)
-    assert trainer.mixed_precision is False  # nerfstudio: no mixed precision on CPU
-    trainer.mixed_precision = True  # the GPU path, on the CPU
+    assert trainer.mixed_precision is False  # off unless asked for
+    trainer.mixed_precision = True  # bf16 autocast, whatever this CPU has
     dtypes = _record_dtypes(trainer)
     got = _losses(trainer, 2)
 
@@ -78,3 +85,46 @@ def test_compiled_step_matches_eager(tiny_trainer):
     assert compiled.pipeline.state_dict().keys() == eager.pipeline.state_dict().keys()  # checkpoints unchanged
     for name, p in eager.pipeline.named_parameters():
         torch.testing.assert_close(dict(compiled.pipeline.named_parameters())[name], p, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_mixed_precision_follows_native_bf16(tiny_trainer, monkeypatch, native):
+    """``--mixed-precision True`` on a CPU runs bf16 autocast exactly where the CPU has native bf16."""
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
+    trainer = tiny_trainer(mixed_precision=True)
+    assert trainer.mixed_precision is native
+    dtypes = _record_dtypes(trainer)
+    _, losses, _ = trainer.train_iteration(1)
+    assert set(dtypes) == ({torch.bfloat16} if native else {torch.float32})
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_native_bf16_detection_matches_cpuinfo():
+    """Independent reference: the kernel's CPU flags (Linux)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert trainer_module.cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_tile"})
+
+
+def test_decoder_and_torgb_return_float32_under_autocast():
+    """Under bf16 autocast the decoder's layers run in bf16, but density/colour (which volume rendering
+    composites) and ToRGB's output path (summed over blocks) stay float32, close to the float32 results."""
+    torch.manual_seed(0)
+    decoder = Decoder(8, 32, 2, 9)
+    x = torch.randn(5000, 8)
+    torgb = ToRGB(16, 3, w_dim=8, up=True)
+    with torch.no_grad():
+        torgb.bias.normal_()
+    features, w, skip = torch.randn(2, 16, 8, 8), torch.randn(2, 8), torch.randn(2, 3, 4, 4)
+    want_decoder, want_rgb = decoder(x), torgb(features, w, skip)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got_decoder, got_rgb = decoder(x), torgb(features, w, skip)
+    assert got_decoder.dtype == torch.float32 and got_rgb.dtype == torch.float32
+    assert not torch.equal(got_decoder, want_decoder)  # the layers did run in bf16
+    torch.testing.assert_close(got_decoder, want_decoder, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(got_rgb, want_rgb, rtol=0.05, atol=0.05)

@@ -232,7 +232,7 @@ class StyledConv(nn.Module):
     ) -> Float[Tensor, "b c_out h2 w2"]:
         x = self.conv(x, w)
         x = self.noise(x, noise_mode)
-        return lrelu(x + self.bias[None, :, None, None])
+        return lrelu(x + self.bias[None, :, None, None].to(x.dtype))  # bf16 under autocast: no float32 copy
 
 
 class ToRGB(nn.Module):
@@ -254,7 +254,7 @@ class ToRGB(nn.Module):
     def forward(
         self, x: Float[Tensor, "b c h w"], w: Float[Tensor, "b w_dim"], skip: Optional[Float[Tensor, "b o h0 w0"]] = None
     ) -> Float[Tensor, "b o h w"]:
-        out = self.conv(x, w) + self.bias[None, :, None, None]
+        out = self.conv(x, w) + self.bias[None, :, None, None]  # float32 under bf16 autocast too (the bias)
         if skip is not None:
             out = out + (upsample2d(skip, self.fir) if self.up else skip)
         return out

@@ -127,9 +127,11 @@ class Decoder(nn.Module):
         flat = x.reshape(-1, x.shape[-1])
         params = self.params(outputs)
         device = flat.device.type
+        in_dtype = flat.dtype
         if torch.is_autocast_enabled(device):  # run the layers in autocast's precision, as nn.Linear would
             dtype = torch.get_autocast_dtype(device)
             flat, params = flat.to(dtype), [p.to(dtype) for p in params]
         with torch.autocast(device, enabled=False):
             out = _ChunkedMLP.apply(flat.contiguous(), self.chunk, *params)
-        return out.reshape(*shape, out.shape[-1])
+        # density and colour leave in the input's precision: volume rendering composites in float32 under autocast
+        return out.to(in_dtype).reshape(*shape, out.shape[-1])
