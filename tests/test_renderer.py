@@ -124,6 +124,27 @@ def test_render_rays_with_latent_index_matches_per_latent_renders(tiny_model):
         torch.testing.assert_close(mixed["rgb"][index[order] == b], one["rgb"][0][ids - 50 * b])
 
 
+def test_preview_renders_decode_the_rgb_channels_only(tiny_model):
+    """render_rays (viewer, video) asks the field for the RGB features only; colours, depth and opacity equal
+    those of the full render, and the field's restricted output equals the full one's first channels."""
+    gen = tiny_model.generator.eval()
+    planes = torch.randn(1, 3, gen.backbone.plane_channels, 32, 32) * 2
+    origins, directions, _ = _rays(1, 300, seed=6)
+    rays = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(300, 1))
+    with torch.no_grad():
+        full = gen.render_batched(planes, origins[None], directions[None])
+        preview = gen.render_rays(planes, rays)
+        density, features = gen.field.batched(planes, origins[None] * 0.3)
+        density3, features3 = gen.field.batched(planes, origins[None] * 0.3, channels=3)
+    assert full["features"].shape[-1] == gen.field.config.feature_dim > 3
+    assert preview["features"].shape[-1] == 3 and features3.shape[-1] == 3
+    for key in ("rgb", "depth", "accumulation"):
+        torch.testing.assert_close(preview[key], full[key][0])
+    torch.testing.assert_close(preview["features"], full["features"][0, :, :3])
+    torch.testing.assert_close(density3, density)
+    torch.testing.assert_close(features3, features[..., :3])
+
+
 @pytest.mark.parametrize("chunk", [7, 4096])
 def test_chunked_decoder_matches_plain_autograd(chunk):
     torch.manual_seed(0)

@@ -31,6 +31,9 @@ from triplane_gan_ns.fields.triplane import TriplaneFieldConfig
 from triplane_gan_ns.occupancy import OccupancyGrid
 from triplane_gan_ns.superresolution import SuperResolutionConfig
 
+RGB = 3
+"""Feature channels a preview render needs: the first three are the RGB."""
+
 BackboneChoice = registry.choice_type("backbones")
 FieldChoice = registry.choice_type("fields")
 
@@ -116,13 +119,15 @@ class TriplaneGenerator(nn.Module):
         directions: Float[Tensor, "batch m 3"],
         occupancy: Optional[OccupancyGrid] = None,
         density_transform: Optional[renderer.DensityTransform] = None,
+        channels: Optional[int] = None,
     ) -> Dict[str, Float[Tensor, "batch m c"]]:
         """Volume-render ``m`` rays of each latent (unit directions); rgb, features, depth, weighted distance
         and accumulation (see ``renderer.render``).  ``occupancy`` (one latent, no gradients) skips empty space;
-        ``density_transform`` rewrites the densities of each latent's samples before compositing."""
+        ``density_transform`` rewrites the densities of each latent's samples before compositing; ``channels``
+        keeps the first feature channels only (3: the RGB)."""
         c = self.config
         return renderer.render(
-            lambda points: self.field.batched(planes, points),
+            lambda points: self.field.batched(planes, points, channels),
             lambda points: self.field.batched_density(planes, points),
             origins,
             directions,
@@ -143,7 +148,8 @@ class TriplaneGenerator(nn.Module):
     ) -> Dict[str, Tensor]:
         """Volume-render rays of any shape; ``ray_bundle.metadata['latent_index']`` picks each ray's triplane
         (absent: all rays use the single triplane, which ``occupancy`` may describe to skip empty space).
-        Returns rgb, features, depth and accumulation per ray."""
+        Returns rgb, features, depth and accumulation per ray; the features are the RGB channels only (the
+        decoder skips the others: previews show no more)."""
         shape = ray_bundle.shape
         origins = ray_bundle.origins.reshape(-1, 3)
         directions = ray_bundle.directions.reshape(-1, 3)
@@ -151,7 +157,7 @@ class TriplaneGenerator(nn.Module):
         if index is None:
             if planes.shape[0] != 1:
                 raise ValueError("rays need metadata['latent_index'] when rendering a batch of several triplanes")
-            out = self.render_batched(planes, origins[None], directions[None], occupancy)
+            out = self.render_batched(planes, origins[None], directions[None], occupancy, channels=RGB)
             return {k: v[0].reshape(*shape, v.shape[-1]) for k, v in out.items()}
         index = index.reshape(-1)
         parts: Dict[str, list] = {}
@@ -159,7 +165,8 @@ class TriplaneGenerator(nn.Module):
         for b in index.unique().tolist():
             rays = (index == b).nonzero()[:, 0]
             order.append(rays)
-            for k, v in self.render_batched(planes[b : b + 1], origins[rays][None], directions[rays][None]).items():
+            one = self.render_batched(planes[b : b + 1], origins[rays][None], directions[rays][None], channels=RGB)
+            for k, v in one.items():
                 parts.setdefault(k, []).append(v[0])
         inverse = torch.argsort(torch.cat(order))
         return {k: torch.cat(v)[inverse].reshape(*shape, -1) for k, v in parts.items()}

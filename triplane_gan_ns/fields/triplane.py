@@ -92,11 +92,16 @@ class TriplaneField(Field):
         return F.softplus(raw + self.config.density_shift) * inside
 
     def batched(
-        self, planes: Float[Tensor, "batch 3 channels res res"], positions: Float[Tensor, "batch num 3"]
+        self,
+        planes: Float[Tensor, "batch 3 channels res res"],
+        positions: Float[Tensor, "batch num 3"],
+        channels: Optional[int] = None,
     ) -> Tuple[Float[Tensor, "batch num 1"], Float[Tensor, "batch num feature_dim"]]:
         """Density (zero outside the box) and colour features (the first three channels in [0, 1] are the
-        RGB) of ``num`` points of each latent."""
-        out = self.decoder(self._aggregate(self.sample_planes(planes, positions)))
+        RGB) of ``num`` points of each latent.  ``channels``: only the first ``channels`` features (3: the RGB,
+        all a preview shows), skipping the decoder's rows and activations of the others."""
+        outputs = slice(None) if channels is None else slice(0, 1 + channels)
+        out = self.decoder(self._aggregate(self.sample_planes(planes, positions)), outputs=outputs)
         features = torch.sigmoid(out[..., 1:]) * (1 + 2e-3) - 1e-3
         return self._density(out[..., :1], positions), features
 
