@@ -254,7 +254,7 @@ class ToRGB(nn.Module):
     def forward(
         self, x: Float[Tensor, "b c h w"], w: Float[Tensor, "b w_dim"], skip: Optional[Float[Tensor, "b o h0 w0"]] = None
     ) -> Float[Tensor, "b o h w"]:
-        out = self.conv(x, w) + self.bias[None, :, None, None]  # the float32 bias keeps this path float32 under autocast
+        out = self.conv(x, w) + self.bias[None, :, None, None]  # float32 bias: float32 under autocast
         if skip is not None:
             out = out + (upsample2d(skip, self.fir) if self.up else skip)
         return out
