@@ -36,7 +36,7 @@ STEPS = 250
 RESOLUTION = 16
 """Data and neural rendering resolution of the learning test (the preset: 32)."""
 SAMPLES_PER_RAY = 8
-"""Coarse and importance samples per ray of the learning test (the preset's: 8 + 8)."""
+"""Coarse and importance samples per ray of the learning test (the preset: 4 + 8)."""
 NUM_PER_CLASS = 8
 """Generated images per class for each measurement."""
 MAX_DISTANCE_RATIO = 0.3
