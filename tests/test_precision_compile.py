@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from triplane_gan_ns.fields.decoder import Decoder
-from triplane_gan_ns.layers import ToRGB
+from triplane_gan_ns.layers import StyledConv, ToRGB
 from triplane_gan_ns.training import trainer as trainer_module
 
 R1_EVERY_OTHER_STEP = {"pipeline__r1_interval": 2}
@@ -113,7 +113,8 @@ def test_native_bf16_detection_matches_cpuinfo():
 
 def test_decoder_and_torgb_return_float32_under_autocast():
     """Under bf16 autocast the decoder's layers run in bf16, but density/colour (which volume rendering
-    composites) and ToRGB's output path (summed over blocks) stay float32, close to the float32 results."""
+    composites) and ToRGB's output path (summed over blocks) stay float32, close to the float32 results; the
+    synthesis layers' activations stay bf16."""
     torch.manual_seed(0)
     decoder = Decoder(8, 32, 2, 9)
     x = torch.randn(5000, 8)
@@ -125,6 +126,9 @@ def test_decoder_and_torgb_return_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got_decoder, got_rgb = decoder(x), torgb(features, w, skip)
     assert got_decoder.dtype == torch.float32 and got_rgb.dtype == torch.float32
+    styled = StyledConv(16, 16, 3, w_dim=8, resolution=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert styled(features, w).dtype == torch.bfloat16  # the bias is added in bf16: no float32 round trip
     assert not torch.equal(got_decoder, want_decoder)  # the layers did run in bf16
     torch.testing.assert_close(got_decoder, want_decoder, rtol=0.05, atol=0.05)
     torch.testing.assert_close(got_rgb, want_rgb, rtol=0.05, atol=0.05)

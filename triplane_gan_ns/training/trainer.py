@@ -149,7 +149,9 @@ class GanTrainer(Trainer):
 
     def __init__(self, config: GanTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         super().__init__(config, local_rank, world_size)
-        # nerfstudio turns mixed precision off on every CPU; bf16 autocast pays off on CPUs with native bf16
+        # bf16 autocast, decided once: on GPUs with bf16, and on CPUs with native bf16 (nerfstudio: never on CPUs)
+        if self.device.startswith("cuda") and config.mixed_precision:
+            self.mixed_precision = torch.cuda.is_bf16_supported()
         if self.device == "cpu" and config.mixed_precision:
             self.mixed_precision = cpu_has_native_bf16()
             CONSOLE.print(
@@ -204,11 +206,10 @@ class GanTrainer(Trainer):
         return write_class_index(self.base_dir, model.resolution, ids, model.class_names)
 
     def _autocast(self):
-        """bf16 autocast with ``--mixed-precision`` on GPUs with bf16 and CPUs with native bf16, otherwise fp32.
-        Parameters, optimizer states and the EMA stay fp32."""
+        """bf16 autocast where ``self.mixed_precision`` (see ``__init__``), otherwise fp32.  Parameters, optimizer
+        states and the EMA stay fp32."""
         device_type = self.device.split(":")[0]
-        enabled = self.mixed_precision and (device_type != "cuda" or torch.cuda.is_bf16_supported())
-        return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=self.mixed_precision)
 
     def train_iteration(self, step: int):
         start = time.perf_counter()
