@@ -33,6 +33,7 @@ def trained_tiny_run(tmp_path_factory) -> Path:
             # alike (the camera-search test then picks yaw 315 for 135).
             "--pipeline.model.generator.num-coarse-samples", "8",
             "--pipeline.model.generator.num-importance-samples", "8",
+            "--preview-resolution", "48",  # previews larger than the 32² images (the preset shows 128²)
         ],
         capture_output=True, text=True, timeout=900, env=dict(os.environ),
     )

@@ -19,7 +19,7 @@ def test_two_ranks_see_different_data_and_end_identical(tmp_path):
             TORCHRUN, "--nproc-per-node", "2", "--master-port", "29517", WORKER, str(tmp_path),
             "triplane-gan-tiny", "--machine.device-type", "cpu", "--max-num-iterations", "3",
             "--steps-per-save", "100", "--output-dir", str(tmp_path / "runs"), "--pipeline.r1-interval", "2",
-            "--pipeline.augment.mode", "ada", "--pipeline.augment.interval", "1", "--pipeline.augment.speed-kimg", "0.01",
+            "--preview-resolution", "32", "--pipeline.augment.mode", "ada", "--pipeline.augment.interval", "1", "--pipeline.augment.speed-kimg", "0.01",
         ],
         capture_output=True, text=True, env=env, timeout=900,
     )

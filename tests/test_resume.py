@@ -36,6 +36,7 @@ COMMON = [
     "--pipeline.style-mixing-prob", "0.5",
     "--pipeline.datamanager.batch-size", str(BATCH),
     "--pipeline.datamanager.cache-images", "False",  # every step reads its images from the archive
+    "--preview-resolution", "32",  # previews at the images' size (the preset's 128² would cost seconds per save)
 ]
 # Every process on one thread: runs with the same thread count compute bit-identical results.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

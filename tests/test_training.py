@@ -45,10 +45,45 @@ def test_training_changes_generator_and_discriminator(tiny_run):
 
 def test_sample_grid_png_has_classes_by_views(tiny_run):
     grid = np.asarray(Image.open(tiny_run / "samples" / "samples-latest.png"))
-    assert grid.shape == (4 * 32, 6 * 32, 3)  # 4 embedded classes x 6 azimuths at 32 px
+    assert grid.shape == (4 * 48, 6 * 48, 3)  # 4 embedded classes x 6 azimuths at --preview-resolution 48
     assert grid.std() > 1.0  # not a blank image
     orbit = Image.open(tiny_run / "samples" / "orbit-latest.gif")
-    assert orbit.n_frames == 24 and orbit.size == (32, 32)
+    assert orbit.n_frames == 24 and orbit.size == (48, 48)
+
+
+def test_previews_render_the_same_field_at_any_size(tiny_model):
+    """A generator without super-resolution renders its previews at any size: the default is the neural
+    resolution, and a 64² grid averaged down to 32² is the 32² grid (a framing error of one 64² pixel would
+    differ 70x more: 5e-3 against 7e-5 on this model)."""
+    small = tiny_model.sample_grid(num_views=3)
+    assert small.shape == (3, 4 * 32, 3 * 32)
+    assert torch.equal(small, tiny_model.sample_grid(num_views=3, resolution=32))
+    large = tiny_model.sample_grid(num_views=3, resolution=64)
+    assert large.shape == (3, 4 * 64, 3 * 64)
+    pooled = torch.nn.functional.avg_pool2d(large[None], 2)[0]
+    assert (pooled - small).abs().mean() < 5e-4
+    assert tiny_model.orbit(0, 0, num_frames=2, resolution=40).shape == (2, 3, 40, 40)
+
+
+def test_preview_size_is_checked_before_training(tmp_path):
+    import copy
+
+    from triplane_gan_ns.errors import UserError
+    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
+
+    config = copy.deepcopy(triplane_gan_tiny.config)
+    config.output_dir = tmp_path
+    assert config.preview_resolution == 128
+    config.check_settings()
+    config.preview_resolution = 0
+    with pytest.raises(UserError, match="--preview-resolution 0: use a positive size"):
+        config.check_settings()
+    config.preview_resolution = 64
+    config.pipeline.model.generator.neural_resolution = 16  # 16² renderings super-resolved to the 32² images
+    with pytest.raises(UserError, match="--preview-resolution 64: this generator super-resolves its 16²"):
+        config.check_settings()
+    config.preview_resolution = None
+    config.check_settings()
 
 
 def test_progress_table_shows_images_per_second(tiny_run):

@@ -188,19 +188,29 @@ class TriplaneGANModel(Model):
         resolution = self.neural_resolution if resolution is None else resolution
         return self.pose_sampler.cameras_from_directions(directions, resolution).to(self.device)
 
-    def orbit_cameras(self, num_views: int, elevation_degrees: float = 20.0) -> Cameras:
-        """Cameras evenly spaced in azimuth around the object at the pose sampler's radius."""
-        return self.cameras(orbit_directions(num_views, elevation_degrees))
+    def orbit_cameras(
+        self, num_views: int, elevation_degrees: float = 20.0, resolution: Optional[int] = None
+    ) -> Cameras:
+        """Cameras evenly spaced in azimuth around the object at the pose sampler's radius (``resolution``: as
+        ``cameras``)."""
+        return self.cameras(orbit_directions(num_views, elevation_degrees), resolution)
 
     @torch.no_grad()
     def sample_grid(
-        self, classes: Optional[Sequence[int]] = None, num_views: int = 6, seed: int = 0
+        self,
+        classes: Optional[Sequence[int]] = None,
+        num_views: int = 6,
+        seed: int = 0,
+        resolution: Optional[int] = None,
     ) -> Float[Tensor, "3 height width"]:
-        """One row per class (first 8 by default), one column per azimuth, same seed: a [3, H, W] image."""
+        """One row per class (first 8 by default), one column per azimuth, same seed: a [3, H, W] image.
+
+        ``resolution``: side of each view's rendering (default: the neural resolution); a generator without
+        super-resolution shows its field at any size, one with super-resolution needs its neural resolution."""
         if classes is None:
             classes = list(range(min(max(self.num_classes, 1), 8)))
         rows = []
-        cameras = self.orbit_cameras(num_views)
+        cameras = self.orbit_cameras(num_views, resolution=resolution)
         for c in classes:
             z = self.seeded_latents([seed])
             labels = torch.tensor([c], device=self.device)
@@ -216,12 +226,20 @@ class TriplaneGANModel(Model):
         return torch.cat(rows, dim=1)
 
     @torch.no_grad()
-    def orbit(self, class_index: int, seed: int, num_frames: int = 24, elevation_degrees: float = 20.0) -> Tensor:
-        """Frames [F, 3, H, W] of one latent seen from a full circle of azimuths (EMA generator)."""
+    def orbit(
+        self,
+        class_index: int,
+        seed: int,
+        num_frames: int = 24,
+        elevation_degrees: float = 20.0,
+        resolution: Optional[int] = None,
+    ) -> Tensor:
+        """Frames [F, 3, H, W] of one latent seen from a full circle of azimuths (EMA generator; ``resolution``
+        as in ``sample_grid``)."""
         out = self.generate(
             self.seeded_latents([seed]),
             torch.tensor([class_index], device=self.device),
-            cameras=self.orbit_cameras(num_frames, elevation_degrees),
+            cameras=self.orbit_cameras(num_frames, elevation_degrees, resolution),
             truncation_psi=self.config.preview_truncation,
             noise_mode="const",
             use_ema=True,

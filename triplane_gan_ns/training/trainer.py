@@ -61,6 +61,11 @@ class GanTrainerConfig(TrainerConfig):
     """Views (columns) of the sample grid written with every checkpoint."""
     orbit_frames: int = 24
     """Frames of the fixed-latent orbit GIF written with every checkpoint (0 = none)."""
+    preview_resolution: Optional[int] = None
+    """Side of each view of that sample grid and orbit; None: the neural resolution (what the discriminator sees
+    without super-resolution).  A generator without super-resolution renders its field at any size, so a small
+    one can be shown larger than it trains (the tiny preset: 32² images, 128² previews); with super-resolution
+    only None."""
     max_grad_norm: float = float("inf")
     """A step whose gradient norm exceeds this (or is not finite) is skipped."""
     max_consecutive_bad_steps: int = 20
@@ -86,7 +91,16 @@ class GanTrainerConfig(TrainerConfig):
         datamanager = self.pipeline.datamanager
         if datamanager.batch_size < 1:
             raise UserError(f"--pipeline.datamanager.batch-size {datamanager.batch_size}: use at least 1")
-        check_neural_resolution(self.pipeline.model.generator.neural_resolution, datamanager.resolution)
+        neural_resolution = self.pipeline.model.generator.neural_resolution
+        check_neural_resolution(neural_resolution, datamanager.resolution)
+        if self.preview_resolution is not None:
+            if self.preview_resolution < 1:
+                raise UserError(f"--preview-resolution {self.preview_resolution}: use a positive size, or None")
+            if neural_resolution < datamanager.resolution and self.preview_resolution != neural_resolution:
+                raise UserError(
+                    f"--preview-resolution {self.preview_resolution}: this generator super-resolves its "
+                    f"{neural_resolution}² renderings, so its previews have that size; drop the flag"
+                )
         try:
             check_creatable_dir(Path(self.output_dir))
         except UserError as err:
@@ -368,14 +382,15 @@ class GanTrainer(Trainer):
         """``samples/samples-STEP.png``: classes (rows) x azimuths (columns) of the EMA generator, and
         ``samples/orbit-latest.gif``: the fixed latent (class 0, seed 0) turning around; both also logged."""
         model = self.pipeline.gan_model
-        grid = model.sample_grid(num_views=self.config.sample_grid_views)
+        resolution = self.config.preview_resolution
+        grid = model.sample_grid(num_views=self.config.sample_grid_views, resolution=resolution)
         array = (grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         path = self.base_dir / "samples" / f"samples-{step:09d}.png"
         for target in (path, path.with_name("samples-latest.png")):
             atomic_write(target, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
         writer.put_image(name="Samples/grid", image=grid.permute(1, 2, 0).cpu(), step=step)
         if self.config.orbit_frames > 0:
-            frames = model.orbit(0, 0, self.config.orbit_frames)
+            frames = model.orbit(0, 0, self.config.orbit_frames, resolution=resolution)
             images = [Image.fromarray(f) for f in (frames.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)]
             atomic_write(
                 path.with_name("orbit-latest.gif"),
