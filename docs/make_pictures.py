@@ -4,7 +4,7 @@ Usage: python docs/make_pictures.py RUN_DIR [--out docs/images] [--pti-steps 120
 
 Writes into ``--out``:
 
-* ``samples.png``   classes (rows) x azimuths (columns) of the EMA generator, upscaled
+* ``samples.png``   classes (rows) x azimuths (columns) of the EMA generator, each view rendered at 128²
 * ``orbit.gif``     one object per class turning around (``triplane-gan render``), side by side
 * ``mesh.png``      the mesh ``triplane-gan export-mesh`` writes for class 0, drawn with matplotlib
 * ``pti.png``       single-view reconstruction (``triplane-gan invert``) of an embedded-style render of a shape
@@ -39,10 +39,9 @@ def samples(run: Path, out: Path) -> None:
     from triplane_gan_ns.runs import load_model
 
     model, _ = load_model(run / "config.yml")
-    grid = model.sample_grid(num_views=6)
+    grid = model.sample_grid(num_views=6, resolution=128)  # the tiny generator's field, rendered at 4x its images
     array = (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    image = Image.fromarray(array)
-    image.resize((image.width * 4, image.height * 4), Image.Resampling.NEAREST).save(out / "samples.png")
+    Image.fromarray(array).save(out / "samples.png")
 
 
 def orbit(run: Path, out: Path, tmp: Path, classes: int) -> None:
