@@ -78,12 +78,32 @@ def test_preview_size_is_checked_before_training(tmp_path):
     config.preview_resolution = 0
     with pytest.raises(UserError, match="--preview-resolution 0: use a positive size"):
         config.check_settings()
-    config.preview_resolution = 64
-    config.pipeline.model.generator.neural_resolution = 16  # 16² renderings super-resolved to the 32² images
-    with pytest.raises(UserError, match="--preview-resolution 64: this generator super-resolves its 16²"):
-        config.check_settings()
     config.preview_resolution = None
     config.check_settings()
+
+
+def test_a_super_resolving_generator_previews_its_output_images():
+    """The tiny preset with 16² renderings super-resolved to 32²: a preview asked for at 128² (the preset's size)
+    shows the generator's 32² output images, the same as the default."""
+    import copy
+
+    from nerfstudio.data.scene_box import SceneBox
+
+    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny
+
+    cfg = copy.deepcopy(triplane_gan_tiny.config.pipeline.model)
+    cfg.generator.neural_resolution = 16
+    torch.manual_seed(0)
+    model = cfg.setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])),
+        num_train_data=1,
+        metadata={"class_names": ["a", "b"], "resolution": 32},
+    ).eval()
+    assert model.generator.superresolution is not None
+    grid = model.sample_grid(num_views=2, resolution=128)
+    assert grid.shape == (3, 2 * 32, 2 * 32)
+    assert torch.equal(grid, model.sample_grid(num_views=2))
+    assert model.orbit(0, 0, num_frames=2, resolution=128).shape == (2, 3, 32, 32)
 
 
 def test_progress_table_shows_images_per_second(tiny_run):

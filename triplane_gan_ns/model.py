@@ -195,6 +195,11 @@ class TriplaneGANModel(Model):
         ``cameras``)."""
         return self.cameras(orbit_directions(num_views, elevation_degrees), resolution)
 
+    def _preview_size(self, resolution: Optional[int]) -> Optional[int]:
+        """The rendering size of a preview asked for at ``resolution``: a super-resolving generator's renderings
+        must have its neural resolution."""
+        return resolution if self.generator.superresolution is None else None
+
     @torch.no_grad()
     def sample_grid(
         self,
@@ -205,12 +210,13 @@ class TriplaneGANModel(Model):
     ) -> Float[Tensor, "3 height width"]:
         """One row per class (first 8 by default), one column per azimuth, same seed: a [3, H, W] image.
 
-        ``resolution``: side of each view's rendering (default: the neural resolution); a generator without
-        super-resolution shows its field at any size, one with super-resolution needs its neural resolution."""
+        ``resolution``: side of each view (default: the neural resolution).  A generator without
+        super-resolution renders its field at any size; one with super-resolution always shows its output
+        images (``resolution`` does not apply)."""
         if classes is None:
             classes = list(range(min(max(self.num_classes, 1), 8)))
         rows = []
-        cameras = self.orbit_cameras(num_views, resolution=resolution)
+        cameras = self.orbit_cameras(num_views, resolution=self._preview_size(resolution))
         for c in classes:
             z = self.seeded_latents([seed])
             labels = torch.tensor([c], device=self.device)
@@ -239,7 +245,7 @@ class TriplaneGANModel(Model):
         out = self.generate(
             self.seeded_latents([seed]),
             torch.tensor([class_index], device=self.device),
-            cameras=self.orbit_cameras(num_frames, elevation_degrees, resolution),
+            cameras=self.orbit_cameras(num_frames, elevation_degrees, self._preview_size(resolution)),
             truncation_psi=self.config.preview_truncation,
             noise_mode="const",
             use_ema=True,

@@ -62,10 +62,9 @@ class GanTrainerConfig(TrainerConfig):
     orbit_frames: int = 24
     """Frames of the fixed-latent orbit GIF written with every checkpoint (0 = none)."""
     preview_resolution: Optional[int] = None
-    """Side of each view of that sample grid and orbit; None: the neural resolution (what the discriminator sees
-    without super-resolution).  A generator without super-resolution renders its field at any size, so a small
-    one can be shown larger than it trains (the tiny preset: 32² images, 128² previews); with super-resolution
-    only None."""
+    """Side of each view of that sample grid and orbit; None: the neural resolution.  A generator without
+    super-resolution renders its field at any size, so a small one can be shown larger than it trains (the tiny
+    preset: 32² images, 128² previews); a super-resolving generator's previews are always its output images."""
     max_grad_norm: float = float("inf")
     """A step whose gradient norm exceeds this (or is not finite) is skipped."""
     max_consecutive_bad_steps: int = 20
@@ -91,16 +90,9 @@ class GanTrainerConfig(TrainerConfig):
         datamanager = self.pipeline.datamanager
         if datamanager.batch_size < 1:
             raise UserError(f"--pipeline.datamanager.batch-size {datamanager.batch_size}: use at least 1")
-        neural_resolution = self.pipeline.model.generator.neural_resolution
-        check_neural_resolution(neural_resolution, datamanager.resolution)
-        if self.preview_resolution is not None:
-            if self.preview_resolution < 1:
-                raise UserError(f"--preview-resolution {self.preview_resolution}: use a positive size, or None")
-            if neural_resolution < datamanager.resolution and self.preview_resolution != neural_resolution:
-                raise UserError(
-                    f"--preview-resolution {self.preview_resolution}: this generator super-resolves its "
-                    f"{neural_resolution}² renderings, so its previews have that size; drop the flag"
-                )
+        check_neural_resolution(self.pipeline.model.generator.neural_resolution, datamanager.resolution)
+        if self.preview_resolution is not None and self.preview_resolution < 1:
+            raise UserError(f"--preview-resolution {self.preview_resolution}: use a positive size, or None")
         try:
             check_creatable_dir(Path(self.output_dir))
         except UserError as err:
