@@ -75,9 +75,12 @@ def test_preview_size_is_checked_before_training(tmp_path):
     config.output_dir = tmp_path
     assert config.preview_resolution == 128
     config.check_settings()
-    config.preview_resolution = 0
-    with pytest.raises(UserError, match="--preview-resolution 0: use a positive size"):
-        config.check_settings()
+    for size in (0, 257):
+        config.preview_resolution = size
+        with pytest.raises(UserError, match=f"--preview-resolution {size}: use 1 to 256, or None"):
+            config.check_settings()
+    config.preview_resolution = 256
+    config.check_settings()
     config.preview_resolution = None
     config.check_settings()
 

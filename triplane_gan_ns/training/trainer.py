@@ -44,6 +44,9 @@ from triplane_gan_ns.training.pipeline import GanPipeline, GanPipelineConfig
 from triplane_gan_ns.training.progress import IMAGES_PER_SEC, GanLocalWriterConfig
 
 PHASES = ("discriminator", "generator")
+MAX_PREVIEW_RESOLUTION = 256
+"""Largest ``--preview-resolution``: the sample grid renders a class's views in one batch (about 1 GB more memory
+at 256² for the tiny preset)."""
 _FRESH_CONFIGS: Set[Path] = set()
 """config.yml files written by this process for a run that has not started yet."""
 
@@ -64,7 +67,8 @@ class GanTrainerConfig(TrainerConfig):
     preview_resolution: Optional[int] = None
     """Side of each view of that sample grid and orbit; None: the neural resolution.  A generator without
     super-resolution renders its field at any size, so a small one can be shown larger than it trains (the tiny
-    preset: 32² images, 128² previews); a super-resolving generator's previews are always its output images."""
+    preset: 32² images, 128² previews; at most 256); a super-resolving generator's previews are always its output
+    images."""
     max_grad_norm: float = float("inf")
     """A step whose gradient norm exceeds this (or is not finite) is skipped."""
     max_consecutive_bad_steps: int = 20
@@ -91,8 +95,12 @@ class GanTrainerConfig(TrainerConfig):
         if datamanager.batch_size < 1:
             raise UserError(f"--pipeline.datamanager.batch-size {datamanager.batch_size}: use at least 1")
         check_neural_resolution(self.pipeline.model.generator.neural_resolution, datamanager.resolution)
-        if self.preview_resolution is not None and self.preview_resolution < 1:
-            raise UserError(f"--preview-resolution {self.preview_resolution}: use a positive size, or None")
+        size = self.preview_resolution
+        if size is not None and not 1 <= size <= MAX_PREVIEW_RESOLUTION:
+            raise UserError(
+                f"--preview-resolution {size}: use 1 to {MAX_PREVIEW_RESOLUTION}, or None (previews render all views "
+                "of a class at once; `triplane-gan render --resolution` renders larger views)"
+            )
         try:
             check_creatable_dir(Path(self.output_dir))
         except UserError as err:
