@@ -26,10 +26,15 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 
 from triplane_gan_ns import registry
 from triplane_gan_ns.data.datamanager import DATAPARSERS
-from triplane_gan_ns.method_configs.triplane_gan import triplane_gan, triplane_gan_shapenet, triplane_gan_tiny
+from triplane_gan_ns.method_configs.triplane_gan import (
+    triplane_gan,
+    triplane_gan_shapenet,
+    triplane_gan_tiny,
+    triplane_gan_tiny_long,
+)
 
 PRESETS = {"triplane-gan": triplane_gan.config, "triplane-gan-shapenet": triplane_gan_shapenet.config,
-           "triplane-gan-tiny": triplane_gan_tiny.config}
+           "triplane-gan-tiny": triplane_gan_tiny.config, "triplane-gan-tiny-long": triplane_gan_tiny_long.config}
 NERFSTUDIO_BASES = (TrainerConfig, VanillaPipelineConfig, DataManagerConfig, ModelConfig, DataParserConfig)
 # nerfstudio's own fields are in `ns-train --help`; the optimizers are listed because their classes are ours
 NERFSTUDIO_FIELDS = {f.name for base in NERFSTUDIO_BASES for f in dataclasses.fields(base)} - {"optimizers"}

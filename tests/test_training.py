@@ -85,6 +85,27 @@ def test_preview_size_is_checked_before_training(tmp_path):
     config.check_settings()
 
 
+def test_the_longer_preset_is_the_recorded_longer_recipe():
+    """``triplane-gan-tiny-long`` is exactly the run of docs/benchmarks.md's longer recipe: the tiny preset with
+    that run's command-line flags, parsed as ns-train parses them (only the method's name differs)."""
+    import copy
+
+    import tyro
+
+    from triplane_gan_ns.method_configs.triplane_gan import triplane_gan_tiny, triplane_gan_tiny_long
+    from triplane_gan_ns.training.trainer import GanTrainerConfig
+
+    flags = "--max-num-iterations 2400 --steps-per-save 300 --geometry-objects-per-class 2"
+    flags += " --pipeline.model.generator.num-coarse-samples 8"
+    recipe = tyro.cli(GanTrainerConfig, default=copy.deepcopy(triplane_gan_tiny.config), args=flags.split())
+    longer = triplane_gan_tiny_long.config
+    assert recipe != longer and longer.method_name == "triplane-gan-tiny-long"
+    recipe.method_name = longer.method_name
+    assert recipe == longer
+    assert triplane_gan_tiny.config.pipeline.model.generator.num_coarse_samples == 4  # the demo's preset is unchanged
+    assert triplane_gan_tiny.config.max_num_iterations == 1200
+
+
 def test_a_super_resolving_generator_previews_its_output_images():
     """The tiny preset with 16² renderings super-resolved to 32²: a preview asked for at 128² (the preset's size)
     shows the generator's 32² output images, the same as the default."""

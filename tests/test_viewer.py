@@ -124,7 +124,8 @@ def test_every_preset_binds_its_viewer_to_loopback():
 
     methods, _ = discover_methods()
     hosts = {name: config.viewer.websocket_host for name, config in methods.items() if name.startswith("triplane-gan")}
-    assert hosts == {name: "127.0.0.1" for name in ("triplane-gan", "triplane-gan-shapenet", "triplane-gan-tiny")}
+    presets = ("triplane-gan", "triplane-gan-shapenet", "triplane-gan-tiny", "triplane-gan-tiny-long")
+    assert hosts == {name: "127.0.0.1" for name in presets}
 
 
 # ---- triplane-gan viewer: where it listens -----------------------------------------------------------------
