@@ -181,7 +181,8 @@ triplane_gan_tiny = MethodSpecification(
 def _tiny_long() -> GanTrainerConfig:
     """The tiny preset for 2400 steps with 8 + 8 samples per ray and a geometry measurement (2 objects per class)
     every 300 steps: the longer recipe of docs/benchmarks.md (class-correct 4 / 4, F-score@0.05 0.61 at its end).
-    Given 15-21 minutes, the finer sampling is worth its cost; within the demo's minutes, the cheaper 4 + 8 steps are."""
+    Given 15-21 minutes, the finer sampling is worth its cost; within the demo's minutes, the cheaper 4 + 8 steps
+    are."""
     config = copy.deepcopy(triplane_gan_tiny.config)
     config.method_name = "triplane-gan-tiny-long"
     config.max_num_iterations = 2400
@@ -193,5 +194,7 @@ def _tiny_long() -> GanTrainerConfig:
 
 triplane_gan_tiny_long = MethodSpecification(
     config=_tiny_long(),
-    description="The tiny preset trained longer: recognisable shapes of the embedded classes in ~20 min on 2 CPU cores.",
+    description=(
+        "The tiny preset trained longer: recognisable shapes of the embedded classes in ~20 min on 2 CPU cores."
+    ),
 )

@@ -48,7 +48,9 @@ def test_a_trained_run_config_reads_back_equal(trained_tiny_run):
     assert config.optimizers["generator"]["optimizer"]._target.__name__ == "Adam"
 
 
-@pytest.mark.parametrize("preset", ["triplane_gan_tiny", "triplane_gan_tiny_long", "triplane_gan", "triplane_gan_shapenet"])
+@pytest.mark.parametrize(
+    "preset", ["triplane_gan_tiny", "triplane_gan_tiny_long", "triplane_gan", "triplane_gan_shapenet"]
+)
 def test_every_preset_round_trips(preset, tmp_path):
     from triplane_gan_ns.method_configs import triplane_gan
 
