@@ -117,3 +117,23 @@ def test_third_party_backbone_is_a_choice_on_the_command_line(toy_distribution):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "plane-resolution" in result.stdout and "(default: 8)" in result.stdout
+
+
+def test_every_package_folder_is_installed():
+    """A non-editable install (``pip install .``, a wheel) holds only the packages pyproject.toml lists: every
+    folder of ``triplane_gan_ns`` with an ``__init__.py`` must be among them, and every listed one must exist."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    root = Path(__file__).resolve().parents[1]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    folders = {
+        ".".join(init.parent.relative_to(root).parts) for init in (root / "triplane_gan_ns").rglob("__init__.py")
+    }
+    mapped = {name for name in listed if name in setuptools.get("package-dir", {})}
+    assert folders - listed == set(), "missing from [tool.setuptools] packages"
+    for name in mapped:
+        assert (root / setuptools["package-dir"][name]).is_dir(), name
+    assert listed - mapped == folders
