@@ -219,6 +219,23 @@ def test_occupancy_grid_never_drops_density_above_the_threshold():
     assert not bool(grid.lookup(dense)[dense.norm(dim=-1) > reach].any())
 
 
+def test_occupancy_grid_is_built_where_the_planes_are(tiny_model, monkeypatch):
+    """A latent's grid evaluates its density at cell centres on the planes' device and stays there (on a GPU,
+    points made on the CPU would not meet the planes); ``meta`` stands in for another device."""
+    gen = tiny_model.generator_ema
+    seen = []
+
+    def density(planes, points, raw=False):
+        seen.append((planes.device.type, points.device.type))
+        return torch.ones(*points.shape[:-1], 1, device=points.device)
+
+    monkeypatch.setattr(gen.field, "batched_density", density)
+    planes = torch.zeros(1, 3, 8, 32, 32, device="meta")
+    grid = gen.occupancy_grid(planes, resolution=8)
+    assert seen and set(seen) == {("meta", "meta")}
+    assert grid.occupied.device.type == "meta" and grid.occupied.shape == (8, 8, 8)
+
+
 def test_skipping_matches_full_sampling_on_an_analytic_sphere():
     field, density = _sphere_field()
     grid = OccupancyGrid.from_density(lambda p: density(p)[..., 0], bound=1.0, resolution=32)

@@ -109,7 +109,10 @@ class TriplaneGenerator(nn.Module):
     def occupancy_grid(self, planes: Float[Tensor, "1 3 channels res res"], resolution: int = 64) -> OccupancyGrid:
         """Where one latent's density can matter (computed once per latent; see ``occupancy.py``)."""
         return OccupancyGrid.from_density(
-            lambda points: self.field.batched_density(planes, points[None])[0, :, 0], self.config.scene_bound, resolution
+            lambda points: self.field.batched_density(planes, points[None])[0, :, 0],
+            self.config.scene_bound,
+            resolution,
+            device=planes.device,
         )
 
     def render_batched(

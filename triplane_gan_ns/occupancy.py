@@ -47,11 +47,12 @@ class OccupancyGrid:
         resolution: int = 64,
         threshold: float = THRESHOLD,
         chunk: int = 1 << 18,
+        device: torch.device | str = "cpu",
     ) -> "OccupancyGrid":
-        """Evaluate ``density`` at the cell centres (``chunk`` points at a time), mark those above
-        ``threshold / 10`` and dilate by one cell."""
-        points = cell_centres(resolution, bound).reshape(-1, 3)
-        values = torch.cat([density(points[i : i + chunk]).reshape(-1).float().cpu() for i in range(0, len(points), chunk)])
+        """Evaluate ``density`` at the cell centres (``chunk`` points at a time, on ``device``: where the
+        density's planes are), mark those above ``threshold / 10`` and dilate by one cell."""
+        points = cell_centres(resolution, bound, device).reshape(-1, 3)
+        values = torch.cat([density(points[i : i + chunk]).reshape(-1).float() for i in range(0, len(points), chunk)])
         above = (values > threshold / 10).view(1, 1, resolution, resolution, resolution).float()
         occupied = F.max_pool3d(above, kernel_size=3, stride=1, padding=1)[0, 0] > 0
         return cls(occupied, bound)
