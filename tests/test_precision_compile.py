@@ -132,3 +132,19 @@ def test_decoder_and_torgb_return_float32_under_autocast():
     assert not torch.equal(got_decoder, want_decoder)  # the layers did run in bf16
     torch.testing.assert_close(got_decoder, want_decoder, rtol=0.05, atol=0.05)
     torch.testing.assert_close(got_rgb, want_rgb, rtol=0.05, atol=0.05)
+
+
+def test_decoder_backward_inside_autocast_keeps_the_forwards_precision():
+    """A backward called inside autocast (as a benchmark or a user's loop may) recomputes the hidden layers in the
+    saved tensors' precision: float32 gradients equal those of a backward outside autocast."""
+    torch.manual_seed(0)
+    decoder = Decoder(8, 32, 2, 9, chunk=1000)
+    x = torch.randn(3000, 8, requires_grad=True)
+    grad = torch.randn(3000, 9)
+    want = torch.autograd.grad(decoder(x), [x, *decoder.parameters()], grad)
+    out = decoder(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = torch.autograd.grad(out, [x, *decoder.parameters()], grad)
+    for a, b in zip(got, want):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

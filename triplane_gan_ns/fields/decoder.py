@@ -22,7 +22,10 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 CHUNK = 4096
-"""Points per chunk: a 4096 x 64 float activation is 1 MiB."""
+"""Points per chunk on the CPU: a 4096 x 64 float activation is 1 MiB."""
+GPU_CHUNK = 1 << 18
+"""Points per chunk elsewhere: a GPU runs a chunk's layers as a few kernels each, so small chunks would cost a
+kernel launch per layer per 4096 points; at 2^18 points a 64-channel activation is 64 MiB."""
 
 
 def _softplus(z: Tensor) -> Tensor:
@@ -56,6 +59,13 @@ class _ChunkedMLP(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         x, *params = ctx.saved_tensors
+        # the recomputation runs in the saved tensors' precision also when the backward is called inside autocast
+        # (which would otherwise run CUDA's softplus in float32)
+        with torch.autocast(x.device.type, enabled=False):
+            return _ChunkedMLP._backward(ctx, x, params, grad_out.to(x.dtype))
+
+    @staticmethod
+    def _backward(ctx, x: Tensor, params: List[Tensor], grad_out: Tensor):
         weights, biases = params[0::2], params[1::2]
         grad_w = [torch.zeros_like(w) for w in weights]
         grad_b = [torch.zeros_like(b) for b in biases]
@@ -132,6 +142,7 @@ class Decoder(nn.Module):
             dtype = torch.get_autocast_dtype(device)
             flat, params = flat.to(dtype), [p.to(dtype) for p in params]
         with torch.autocast(device, enabled=False):
-            out = _ChunkedMLP.apply(flat.contiguous(), self.chunk, *params)
+            chunk = self.chunk if device == "cpu" else max(self.chunk, GPU_CHUNK)
+            out = _ChunkedMLP.apply(flat.contiguous(), chunk, *params)
         # density and colour leave in the input's precision: volume rendering composites in float32 under autocast
         return out.to(in_dtype).reshape(*shape, out.shape[-1])
