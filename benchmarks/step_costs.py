@@ -1,7 +1,7 @@
 """Discriminator step, generator step, R1, a whole training step and a viewer frame, at the tiny preset and at
 paper scale (the ``triplane-gan`` preset), with renderer samples/s and peak memory.
 
-Usage: python benchmarks/step_costs.py [--presets tiny paper] [--batch 1] [--viewer-res 128] [--device cpu]
+Usage: python benchmarks/step_costs.py [--presets tiny paper] [--batch 1] [--viewer-res 128] [--device cpu] [--bf16]
 
 Random weights and random "real" images (the data loader is measured by ``data_loader.py``).  One warm-up,
 then the fastest of ``--repeats`` runs of each part, in one process per preset:
@@ -13,6 +13,9 @@ then the fastest of ``--repeats`` runs of each part, in one process per preset:
 * whole step = D + G (+ R1 where it runs; the presets run it every 16th step).
 * viewer frame: ``model.get_outputs_for_camera`` at ``--viewer-res``² (what the web viewer calls per frame),
   and the renderer's samples/s in it.
+
+``--bf16`` runs D step, G step and R1 under bf16 autocast, as ``--mixed-precision True`` trains (the frame stays
+float32, as the viewer renders).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def _best(fn, repeats: int, device: str) -> float:
     return min(times)
 
 
-def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str) -> dict:
+def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str, bf16: bool = False) -> dict:
     import torch
 
     from triplane_gan_ns.training import losses
@@ -79,7 +82,14 @@ def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str
         leaves = (images, raw) if model.dual_discrimination else (images,)
         losses.r1_penalty(disc(model.discriminator_images(images, raw) * 2 - 1, labels), *leaves).backward()
 
-    d, g, r = (_best(fn, repeats, device) for fn in (d_step, g_step, r1))
+    def autocast(fn):
+        def run():
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+                fn()
+
+        return run
+
+    d, g, r = (_best(autocast(fn), repeats, device) for fn in (d_step, g_step, r1))
     model.eval()
     from triplane_gan_ns.cameras import yaw_pitch_directions
 
@@ -90,7 +100,7 @@ def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str
     samples = viewer_res**2 * (gen.num_coarse_samples + gen.num_importance_samples)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "preset": preset, "batch": batch, "views": views, "d_step": d, "g_step": g, "r1": r,
+        "preset": preset + (" (bf16)" if bf16 else ""), "batch": batch, "views": views, "d_step": d, "g_step": g, "r1": r,
         "step": d + g, "step_r1": d + g + r, "frame": frame, "samples_per_s": samples / frame, "peak_mb": peak,
     }
 
@@ -102,10 +112,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--viewer-res", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="D, G and R1 under bf16 autocast")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(_measure(args.one, args.batch, args.repeats, args.viewer_res, args.device)))
+        print(json.dumps(_measure(args.one, args.batch, args.repeats, args.viewer_res, args.device, args.bf16)))
         return
     import torch
 
@@ -115,8 +126,11 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for preset in args.presets:
         cmd = [sys.executable, __file__, "--one", preset, "--batch", str(args.batch), "--repeats", str(args.repeats),
-               "--viewer-res", str(args.viewer_res), "--device", args.device]
-        r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+               "--viewer-res", str(args.viewer_res), "--device", args.device] + (["--bf16"] if args.bf16 else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"{preset} failed:\n{out.stderr[-3000:]}")
+        r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {r['preset']} | {r['batch']} × {r['views']} | {r['d_step']:.2f} | {r['g_step']:.2f} | {r['r1']:.2f} "
               f"| {r['step']:.2f} | {r['step_r1']:.2f} | {r['frame']:.2f} | {r['samples_per_s']:.3g} | {r['peak_mb']:.0f} |", flush=True)
 
