@@ -5,7 +5,7 @@ with equalised learning rate, modulated convolutions, FIR resampling, noise, min
 Everything here is plain PyTorch.  Weights use the equalised learning rate of Karras et al.: parameters are
 stored with unit variance and scaled by ``1 / sqrt(fan_in)`` at run time, so that Adam sees every layer at the
 same scale.  Resampling uses a separable FIR filter (``[1, 3, 3, 1]`` by default) applied as a depthwise
-convolution.
+convolution whose derivatives are depthwise convolutions too (``_DepthwiseFilter``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,44 @@ def make_fir_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> Float[Tensor, "k k"
     return f / f.sum()
 
 
+class _DepthwiseFilter(torch.autograd.Function):
+    """``conv2d(x, weight, groups=channels)`` for a fixed filter (no gradient for it), whose derivatives are
+    again depthwise convolutions: its input gradient is torch's own (``convolution_backward``, the very numbers
+    autograd computes), and the gradient of that gradient is this convolution once more.  R1 differentiates the
+    discriminator's resampling filters twice; torch's generic double backward of a grouped convolution there ran
+    one small convolution per channel on a GPU (thousands of kernels per penalty, docs/benchmarks.md)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        y = F.conv2d(x, weight, groups=x.shape[1])
+        ctx.save_for_backward(weight.to(y.dtype))
+        ctx.input_shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        return _DepthwiseFilterInputGrad.apply(grad, weight, ctx.input_shape), None
+
+
+class _DepthwiseFilterInputGrad(torch.autograd.Function):
+    """The input gradient of ``_DepthwiseFilter``; linear in ``grad``, so its own gradient is the filter again."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor, weight: Tensor, input_shape: torch.Size) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(weight)
+        shape_only = grad.new_empty(input_shape)  # convolution_backward reads only its shape for the input gradient
+        return torch.ops.aten.convolution_backward(
+            grad.to(weight.dtype), shape_only, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], input_shape[1],
+            [True, False, False],
+        )[0]
+
+    @staticmethod
+    def backward(ctx, grad_of_grad: Tensor):  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        return _DepthwiseFilter.apply(grad_of_grad.to(weight.dtype), weight), None, None
+
+
 def fir_filter2d(
     x: Float[Tensor, "b c h w"], f: Float[Tensor, "k k"], pad: Tuple[int, int], gain: float = 1.0
 ) -> Float[Tensor, "b c h2 w2"]:
@@ -45,7 +83,7 @@ def fir_filter2d(
     c = x.shape[1]
     x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
     weight = (f * gain).flip([0, 1]).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
-    return F.conv2d(x, weight, groups=c)
+    return _DepthwiseFilter.apply(x, weight)
 
 
 def upsample2d(x: Float[Tensor, "b c h w"], f: Float[Tensor, "k k"]) -> Float[Tensor, "b c 2*h 2*w"]:
