@@ -43,7 +43,7 @@ class _DepthwiseFilter(torch.autograd.Function):
     again depthwise convolutions: its input gradient is torch's own (``convolution_backward``, the very numbers
     autograd computes), and the gradient of that gradient is this convolution once more.  R1 differentiates the
     discriminator's resampling filters twice; torch's generic double backward of a grouped convolution there ran
-    one small convolution per channel on a GPU (thousands of kernels per penalty, docs/benchmarks.md)."""
+    thousands of small convolutions per penalty on a GPU (docs/benchmarks.md)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
