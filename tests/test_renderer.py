@@ -281,6 +281,38 @@ def test_viewer_frame_with_skipping_matches_full_sampling_on_a_generated_latent(
     torch.testing.assert_close(fast["accumulation"], full["accumulation"], atol=1e-2, rtol=0)
 
 
+def test_previews_and_raw_render_skip_empty_space_and_match_full_sampling(tiny_model, monkeypatch):
+    """The training previews (sample grid, orbit) and ``triplane-gan render``'s raw views evaluate the field only
+    in the latent's occupied cells, and their pixels stay within 1/255 on average of full sampling."""
+    from triplane_gan_ns.export.video import render_view
+
+    model = tiny_model.eval()
+    gen = model.generator_ema
+    with torch.no_grad():  # sparse, as after training (see the viewer test above)
+        last = gen.field.decoder.layers[-1]
+        last.weight[0] *= 60.0
+        last.bias[0] = last.bias[0] * 60.0 - 18.0
+    cameras = model.orbit_cameras(2, resolution=48)
+    skipped = []
+    real_where_needed = renderer._where_needed
+    monkeypatch.setattr(renderer, "_where_needed", lambda *a: (skipped.append(1), real_where_needed(*a))[1])
+    previews = model._preview_views(1, 3, cameras)
+    assert skipped, "the previews evaluated every sample"
+    z, label = model.seeded_latents([3]), torch.tensor([1])
+    ws = gen.mapping(z, label, model.config.preview_truncation)
+    planes = gen.planes(ws, noise_mode="const")
+    assert 0.05 < gen.occupancy_grid(planes).fraction() < 0.95
+    full = torch.stack(
+        [gen.render_camera(planes, cameras[i : i + 1], 1000)["rgb"].permute(2, 0, 1) for i in range(2)]
+    ).clamp(0, 1)
+    assert (full < 0.9).float().mean() > 0.02  # the object covers part of the views
+    assert (previews - full).abs().mean() < 1 / 255
+    skipped.clear()
+    raw = render_view(model, ws, planes, cameras[1:2], raw=True, rays_per_chunk=1000)
+    assert skipped, "the raw render evaluated every sample"
+    assert (raw["image"] - full[1]).abs().mean() < 1 / 255
+
+
 def test_raw_density_is_the_decoder_output_before_activation_and_box():
     field = TriplaneFieldConfig(hidden_dim=16, num_hidden_layers=2, feature_dim=4).setup(plane_channels=4)
     planes = torch.randn(2, 3, 4, 8, 8)

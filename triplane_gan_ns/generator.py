@@ -174,6 +174,27 @@ class TriplaneGenerator(nn.Module):
         inverse = torch.argsort(torch.cat(order))
         return {k: torch.cat(v)[inverse].reshape(*shape, -1) for k, v in parts.items()}
 
+    @torch.no_grad()
+    def render_camera(
+        self,
+        planes: Float[Tensor, "1 3 channels res res"],
+        camera: Cameras,
+        rays_per_chunk: int,
+        occupancy: Optional[OccupancyGrid] = None,
+    ) -> Dict[str, Float[Tensor, "height width c"]]:
+        """Every pixel of one camera (at its own size) of one latent, ``rays_per_chunk`` rays at a time, RGB
+        only, skipping the empty space that the latent's ``occupancy`` grid marks: ``rgb``, ``depth`` and
+        ``accumulation`` as [H, W, C].  What the viewer, the previews and ``render`` show of a generator's field."""
+        rays = camera.generate_rays(camera_indices=0, keep_shape=True).to(planes.device)
+        h, w = rays.shape[:2]
+        flat = rays.flatten()
+        chunks: Dict[str, list] = {}
+        for start in range(0, flat.shape[0], rays_per_chunk):
+            out = self.render_rays(planes, flat[start : start + rays_per_chunk], occupancy)
+            for key in ("rgb", "depth", "accumulation"):
+                chunks.setdefault(key, []).append(out[key])
+        return {k: torch.cat(v).view(h, w, -1) for k, v in chunks.items()}
+
     @staticmethod
     def camera_rays(cameras: Cameras, latent_index: Int[Tensor, "num_cameras"]) -> RayBundle:
         """All pixel rays of ``cameras`` (same square size), shaped [num_cameras, h, w], tagged with latents."""

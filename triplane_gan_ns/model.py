@@ -218,17 +218,8 @@ class TriplaneGANModel(Model):
         rows = []
         cameras = self.orbit_cameras(num_views, resolution=self._preview_size(resolution))
         for c in classes:
-            z = self.seeded_latents([seed])
-            labels = torch.tensor([c], device=self.device)
-            out = self.generate(
-                z,
-                labels,
-                cameras=cameras,
-                truncation_psi=self.config.preview_truncation,
-                noise_mode="const",
-                use_ema=True,
-            )
-            rows.append(torch.cat(list(out["image"].clamp(0, 1)), dim=2))  # [3, H, V*W]
+            views = self._preview_views(c, seed, cameras)
+            rows.append(torch.cat(list(views), dim=2))  # [3, H, V*W]
         return torch.cat(rows, dim=1)
 
     @torch.no_grad()
@@ -242,15 +233,27 @@ class TriplaneGANModel(Model):
     ) -> Tensor:
         """Frames [F, 3, H, W] of one latent seen from a full circle of azimuths (EMA generator; ``resolution``
         as in ``sample_grid``)."""
-        out = self.generate(
-            self.seeded_latents([seed]),
-            torch.tensor([class_index], device=self.device),
-            cameras=self.orbit_cameras(num_frames, elevation_degrees, self._preview_size(resolution)),
-            truncation_psi=self.config.preview_truncation,
-            noise_mode="const",
-            use_ema=True,
+        return self._preview_views(
+            class_index, seed, self.orbit_cameras(num_frames, elevation_degrees, self._preview_size(resolution))
         )
-        return out["image"].clamp(0, 1)
+
+    def _preview_views(self, class_index: int, seed: int, cameras: Cameras) -> Float[Tensor, "views 3 height width"]:
+        """One latent of the EMA generator (preview truncation, constant noise) seen by ``cameras``: a
+        super-resolving generator's output images, as training renders them; otherwise its field rendered at each
+        camera's size as the viewer does (chunks of rays, RGB only, the latent's empty space skipped)."""
+        gen = self.generator_ema
+        z = self.seeded_latents([seed])
+        label = torch.tensor([class_index], device=self.device)
+        if gen.superresolution is not None:
+            out = self.generate(
+                z, label, cameras=cameras, truncation_psi=self.config.preview_truncation, noise_mode="const", use_ema=True
+            )
+            return out["image"].clamp(0, 1)
+        planes = gen.planes(gen.mapping(z, label, self.config.preview_truncation), noise_mode="const")
+        occupancy = gen.occupancy_grid(planes)
+        chunk = self.config.eval_num_rays_per_chunk
+        views = [gen.render_camera(planes, cameras[i : i + 1], chunk, occupancy)["rgb"] for i in range(len(cameras))]
+        return torch.stack(views).permute(0, 3, 1, 2).clamp(0, 1)
 
     # ---- nerfstudio Model interface: render the preview latent ------------------------------------------
     def _weights_version(self) -> Optional[tuple]:
@@ -291,15 +294,7 @@ class TriplaneGANModel(Model):
     def get_outputs_for_camera(self, camera: Cameras, obb_box=None) -> Dict[str, Tensor]:
         """Render the latent selected by ``self.controls`` from any camera, in chunks; H x W x C outputs."""
         _, planes, occupancy = self._preview_planes()
-        rays = camera.generate_rays(camera_indices=0, keep_shape=True).to(self.device)
-        h, w = rays.shape[:2]
-        flat = rays.flatten()
-        chunks: Dict[str, List[Tensor]] = {}
-        for start in range(0, flat.shape[0], self.config.eval_num_rays_per_chunk):
-            out = self.generator_ema.render_rays(planes, flat[start : start + self.config.eval_num_rays_per_chunk], occupancy)
-            for key in ("rgb", "depth", "accumulation"):
-                chunks.setdefault(key, []).append(out[key])
-        return {k: torch.cat(v).view(h, w, -1) for k, v in chunks.items()}
+        return self.generator_ema.render_camera(planes, camera, self.config.eval_num_rays_per_chunk, occupancy)
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         raise NotImplementedError("GAN losses are computed by triplane_gan_ns.training.pipeline.GanPipeline")

@@ -39,6 +39,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.fileio import atomic_write, check_writable_dir
 from triplane_gan_ns.latents import Latent, LatentSpec, ModelOrConfig, as_model, check_finite, check_truncation, resolve_latent
 from triplane_gan_ns.model import TriplaneGANModel
+from triplane_gan_ns.occupancy import OccupancyGrid
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096
 BYTES_PER_PIXEL = 4 * (3 + 1 + 1) + 3
@@ -80,11 +81,13 @@ def render_view(
     camera: Cameras,
     raw: bool,
     rays_per_chunk: Optional[int] = None,
+    occupancy: Optional[OccupancyGrid] = None,
 ) -> Dict[str, Tensor]:
     """One camera's ``image`` [3, H, W] in [0, 1], ``depth`` [1, h, w] and ``accumulation`` [1, h, w].
 
-    ``raw``: volume rendering at the camera's own size, in chunks of rays.  Otherwise the trained path (camera
-    at the neural resolution, super-resolution to the output resolution), exactly as ``model.generate`` does.
+    ``raw``: volume rendering at the camera's own size, in chunks of rays, skipping the latent's empty space
+    (``occupancy``: its grid, computed here when not given).  Otherwise the trained path (camera at the neural
+    resolution, super-resolution to the output resolution), exactly as ``model.generate`` does.
     """
     gen = model.generator_ema
     camera = camera.to(model.device)
@@ -95,17 +98,9 @@ def render_view(
             "depth": out["depth"][0],
             "accumulation": out["accumulation"][0],
         }
-    rays = gen.camera_rays(camera, torch.zeros(1, dtype=torch.long, device=model.device))[0]  # [h, w]
-    h, w = rays.shape
-    flat = rays.flatten()
     chunk = rays_per_chunk or model.config.eval_num_rays_per_chunk
-    parts: Dict[str, List[Tensor]] = {}
-    occupancy = gen.occupancy_grid(planes)
-    for start in range(0, flat.shape[0], chunk):
-        out = gen.render_rays(planes, flat[start : start + chunk], occupancy)
-        for key in ("rgb", "depth", "accumulation"):
-            parts.setdefault(key, []).append(out[key])
-    images = {k: torch.cat(v).view(h, w, -1).permute(2, 0, 1) for k, v in parts.items()}
+    occupancy = occupancy if occupancy is not None else gen.occupancy_grid(planes)
+    images = {k: v.permute(2, 0, 1) for k, v in gen.render_camera(planes, camera, chunk, occupancy).items()}
     return {"image": images["rgb"].clamp(0, 1), "depth": images["depth"], "accumulation": images["accumulation"]}
 
 
@@ -120,9 +115,10 @@ def render_views(
     """Every camera of ``cameras`` (one at a time, so each view's pixels do not depend on the others)."""
     ws = latent.ws(model)
     planes = model.generator_ema.planes(ws, noise_mode="const")
+    occupancy = model.generator_ema.occupancy_grid(planes) if raw else None  # once per latent
     outs: Dict[str, List[Tensor]] = {}
     for i in range(cameras.shape[0]):
-        for key, value in render_view(model, ws, planes, cameras[i : i + 1], raw).items():
+        for key, value in render_view(model, ws, planes, cameras[i : i + 1], raw, occupancy=occupancy).items():
             outs.setdefault(key, []).append(value.cpu())
         if on_view is not None:
             on_view()

@@ -45,8 +45,8 @@ from triplane_gan_ns.training.progress import IMAGES_PER_SEC, GanLocalWriterConf
 
 PHASES = ("discriminator", "generator")
 MAX_PREVIEW_RESOLUTION = 256
-"""Largest ``--preview-resolution``: the sample grid renders a class's views in one batch (about 1 GB more memory
-at 256² for the tiny preset)."""
+"""Largest ``--preview-resolution``: every save renders each class's views and the orbit's frames at this size
+(in chunks of rays, so memory stays bounded; the time grows with the square of the size)."""
 _FRESH_CONFIGS: Set[Path] = set()
 """config.yml files written by this process for a run that has not started yet."""
 
@@ -98,8 +98,8 @@ class GanTrainerConfig(TrainerConfig):
         size = self.preview_resolution
         if size is not None and not 1 <= size <= MAX_PREVIEW_RESOLUTION:
             raise UserError(
-                f"--preview-resolution {size}: use 1 to {MAX_PREVIEW_RESOLUTION}, or None (previews render all views "
-                "of a class at once; `triplane-gan render --resolution` renders larger views)"
+                f"--preview-resolution {size}: use 1 to {MAX_PREVIEW_RESOLUTION}, or None (every save renders its "
+                "previews at this size; `triplane-gan render --resolution` renders larger views)"
             )
         try:
             check_creatable_dir(Path(self.output_dir))
