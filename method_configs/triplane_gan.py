@@ -134,7 +134,7 @@ triplane_gan_tiny = MethodSpecification(
         max_num_iterations=1200,
         steps_per_save=600,
         geometry_objects_per_class=1,  # the demo's two measurements in ~11 s each (2 per class: ~25 s)
-        preview_resolution=128,  # the 32² generator's sample grid and orbit rendered at 128² (~9 s per save)
+        preview_resolution=128,  # the 32² generator's sample grid and orbit rendered at 128² (3-4 s per save)
         mixed_precision=False,
         machine=MachineConfig(device_type=DEVICE, seed=0),
         vis="tensorboard",
