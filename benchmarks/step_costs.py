@@ -14,8 +14,8 @@ then the fastest of ``--repeats`` runs of each part, in one process per preset:
 * viewer frame: ``model.get_outputs_for_camera`` at ``--viewer-res``² (what the web viewer calls per frame),
   and the renderer's samples/s in it.
 
-``--bf16`` runs D step, G step and R1 under bf16 autocast, as ``--mixed-precision True`` trains (the frame stays
-float32, as the viewer renders).
+``--bf16`` computes the losses of D step, G step and R1 under bf16 autocast and their backward outside it, as
+``--mixed-precision True`` trains (the frame stays float32, as the viewer renders).
 """
 
 from __future__ import annotations
@@ -65,31 +65,33 @@ def _measure(preset: str, batch: int, repeats: int, viewer_res: int, device: str
     def seen(out):  # the discriminator's input for renders (6 channels with dual discrimination)
         return model.discriminator_images(out["image"], out["image_raw"]) * 2 - 1
 
-    def d_step():
+    def d_loss():
         with torch.no_grad():
             fake = model.generate(z, labels, views_per_latent=views)
         real_in = model.discriminator_images(real, model.neural_copy(real, neural)) * 2 - 1
-        loss = losses.discriminator_loss(disc(real_in, labels), disc.score_generated(seen(fake), labels.repeat_interleave(views)))
-        loss.backward()
+        return losses.discriminator_loss(disc(real_in, labels), disc.score_generated(seen(fake), labels.repeat_interleave(views)))
 
-    def g_step():
+    def g_loss():
         fake = model.generate(z, labels, views_per_latent=views)
-        losses.generator_loss(disc.score_generated(seen(fake), labels.repeat_interleave(views))).backward()
+        return losses.generator_loss(disc.score_generated(seen(fake), labels.repeat_interleave(views)))
 
-    def r1():
+    def r1_loss():
         images = real.detach().requires_grad_(True)
         raw = model.neural_copy(real, neural).requires_grad_(True)
         leaves = (images, raw) if model.dual_discrimination else (images,)
-        losses.r1_penalty(disc(model.discriminator_images(images, raw) * 2 - 1, labels), *leaves).backward()
+        return losses.r1_penalty(disc(model.discriminator_images(images, raw) * 2 - 1, labels), *leaves)
 
-    def autocast(fn):
+    def step(loss_fn):
+        """The loss under bf16 autocast when asked for, its backward outside autocast: as the trainer runs a phase."""
+
         def run():
             with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
-                fn()
+                loss = loss_fn()
+            loss.backward()
 
         return run
 
-    d, g, r = (_best(autocast(fn), repeats, device) for fn in (d_step, g_step, r1))
+    d, g, r = (_best(step(fn), repeats, device) for fn in (d_loss, g_loss, r1_loss))
     model.eval()
     from triplane_gan_ns.cameras import yaw_pitch_directions
 

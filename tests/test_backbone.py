@@ -381,3 +381,6 @@ def test_fir_filter_derivatives_are_torchs_and_twice_differentiable():
     fn = lambda t: fir_filter2d(t, f.double(), (1, 2), gain=2.0)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x64,))
     assert torch.autograd.gradgradcheck(fn, (x64,))
+    f_learnable = f.clone().requires_grad_(True)
+    with pytest.raises(ValueError, match="fixed"):
+        fir_filter2d(x, f_learnable, (1, 1))

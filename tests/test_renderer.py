@@ -313,6 +313,16 @@ def test_previews_and_raw_render_skip_empty_space_and_match_full_sampling(tiny_m
     assert (raw["image"] - full[1]).abs().mean() < 1 / 255
 
 
+def test_skipping_is_refused_for_rays_of_several_latents(tiny_model):
+    """An occupancy grid describes one latent: rays tagged with latent indices cannot use it (they used to render
+    without skipping, silently)."""
+    gen = tiny_model.generator_ema
+    planes = gen.planes(gen.mapping(torch.randn(1, gen.backbone.z_dim), torch.tensor([0])))
+    rays = gen.camera_rays(tiny_model.orbit_cameras(1, resolution=8), torch.zeros(1, dtype=torch.long))
+    with torch.no_grad(), pytest.raises(ValueError, match="one triplane"):
+        gen.render_rays(planes, rays, gen.occupancy_grid(planes))
+
+
 def test_raw_density_is_the_decoder_output_before_activation_and_box():
     field = TriplaneFieldConfig(hidden_dim=16, num_hidden_layers=2, feature_dim=4).setup(plane_channels=4)
     planes = torch.randn(2, 3, 4, 8, 8)

@@ -162,6 +162,8 @@ class TriplaneGenerator(nn.Module):
                 raise ValueError("rays need metadata['latent_index'] when rendering a batch of several triplanes")
             out = self.render_batched(planes, origins[None], directions[None], occupancy, channels=RGB)
             return {k: v[0].reshape(*shape, v.shape[-1]) for k, v in out.items()}
+        if occupancy is not None:
+            raise ValueError("empty-space skipping renders the rays of one triplane: drop metadata['latent_index']")
         index = index.reshape(-1)
         parts: Dict[str, list] = {}
         order = []
@@ -184,7 +186,8 @@ class TriplaneGenerator(nn.Module):
     ) -> Dict[str, Float[Tensor, "height width c"]]:
         """Every pixel of one camera (at its own size) of one latent, ``rays_per_chunk`` rays at a time, RGB
         only, skipping the empty space that the latent's ``occupancy`` grid marks: ``rgb``, ``depth`` and
-        ``accumulation`` as [H, W, C].  What the viewer, the previews and ``render`` show of a generator's field."""
+        ``accumulation`` as [H, W, C].  What the viewer shows, and the previews and ``render``'s raw views of a
+        generator's field (a super-resolving generator's previews and output images go through ``render``)."""
         rays = camera.generate_rays(camera_indices=0, keep_shape=True).to(planes.device)
         h, w = rays.shape[:2]
         flat = rays.flatten()

@@ -47,6 +47,8 @@ class _DepthwiseFilter(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        if ctx.needs_input_grad[1]:
+            raise ValueError("the resampling filter is fixed: it gets no gradient")
         y = F.conv2d(x, weight, groups=x.shape[1])
         ctx.save_for_backward(weight.to(y.dtype))
         ctx.input_shape = x.shape
