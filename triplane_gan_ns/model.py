@@ -242,15 +242,14 @@ class TriplaneGANModel(Model):
         super-resolving generator's output images, as training renders them; otherwise its field rendered at each
         camera's size as the viewer does (chunks of rays, RGB only, the latent's empty space skipped)."""
         gen = self.generator_ema
-        z = self.seeded_latents([seed])
-        label = torch.tensor([class_index], device=self.device)
         if gen.superresolution is not None:
+            z = self.seeded_latents([seed])
+            label = torch.tensor([class_index], device=self.device)
             out = self.generate(
                 z, label, cameras=cameras, truncation_psi=self.config.preview_truncation, noise_mode="const", use_ema=True
             )
             return out["image"].clamp(0, 1)
-        planes = gen.planes(gen.mapping(z, label, self.config.preview_truncation), noise_mode="const")
-        occupancy = gen.occupancy_grid(planes)
+        _, planes, occupancy = self._preview_planes(PreviewLatent(class_index, seed, self.config.preview_truncation))
         chunk = self.config.eval_num_rays_per_chunk
         views = [gen.render_camera(planes, cameras[i : i + 1], chunk, occupancy)["rgb"] for i in range(len(cameras))]
         return torch.stack(views).permute(0, 3, 1, 2).clamp(0, 1)
@@ -269,9 +268,9 @@ class TriplaneGANModel(Model):
 
     @torch.no_grad()
     def _preview_planes(self, latent: Optional[PreviewLatent] = None) -> Tuple[Tensor, Tensor, OccupancyGrid]:
-        """(ws, triplanes, occupancy grid) of the latent the controls select (read once here), reused while the
-        latent and the weights stay the same, so chunks of one render and renders of other cameras skip the
-        backbone and the empty space."""
+        """(ws, triplanes, occupancy grid) of ``latent`` (default: the one the controls select, read once here),
+        reused while the latent and the weights stay the same, so chunks of one render and renders of other cameras
+        skip the backbone and the empty space (the viewer's frames, a preview's views)."""
         latent = latent if latent is not None else self.controls.current()
         version = self._weights_version()
         key = (latent, str(self.device), version)
