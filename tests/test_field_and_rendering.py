@@ -53,6 +53,54 @@ def test_batch_of_triplanes_in_one_call_matches_one_at_a_time():
     assert (density >= 0).all()
 
 
+def test_fixed_planes_are_the_planes_laid_out_channels_last_and_read_the_same(tiny_model):
+    """A fixed latent's planes (viewer, previews, export) hold the backbone's values, stored channels-last on
+    the CPU; the field reads the same densities and features from either layout."""
+    from triplane_gan_ns.fields.triplane import lookup_layout
+
+    gen = tiny_model.generator_ema
+    ws = gen.mapping(torch.randn(2, gen.backbone.z_dim), torch.tensor([0, 1]))
+    with torch.no_grad():
+        plain = gen.planes(ws, noise_mode="const")
+    fixed = gen.fixed_planes(ws)
+    b, three, c, r, _ = fixed.shape
+    assert not fixed.requires_grad
+    assert fixed.reshape(b * three, c, r, r).is_contiguous(memory_format=torch.channels_last)
+    assert not plain.reshape(b * three, c, r, r).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fixed, plain, rtol=0, atol=0)
+    torch.manual_seed(0)
+    field = TriplaneFieldConfig(hidden_dim=16, num_hidden_layers=3, feature_dim=6).setup(plane_channels=32)
+    planes = torch.randn(1, 3, 32, 64, 64)
+    points = torch.rand(1, 5000, 3) * 2.2 - 1.1
+    with torch.no_grad():
+        for got, want in zip(field.batched(lookup_layout(planes), points), field.batched(planes, points)):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_decoder_reads_a_transposed_input_as_it_lies(monkeypatch):
+    """One latent's plane features arrive as a transposed [points, channels] view; the decoder uses it without
+    a copy and gives the outputs and gradients of a contiguous copy."""
+    from triplane_gan_ns.fields import decoder as decoder_module
+
+    torch.manual_seed(0)
+    decoder = decoder_module.Decoder(32, 64, 3, 5)
+    base = torch.randn(1, 32, 9000)
+    lying = base.clone().requires_grad_(True)
+    copied = base.clone().requires_grad_(True)
+    inputs = []
+    apply = decoder_module._ChunkedMLP.apply
+    monkeypatch.setattr(decoder_module._ChunkedMLP, "apply", lambda x, *a: (inputs.append(x.data_ptr()), apply(x, *a))[1])
+    out = decoder(lying.transpose(1, 2))
+    assert inputs == [lying.data_ptr()]  # the matrix products read the input where it lies
+    ref = decoder(copied.transpose(1, 2).contiguous())
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, [lying, *decoder.parameters()], g)
+    want = torch.autograd.grad(ref, [copied, *decoder.parameters()], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_decoder_is_deeper_than_eg3d_and_configurable():
     field = TriplaneFieldConfig(hidden_dim=64, num_hidden_layers=3).setup(plane_channels=32)
     assert len(field.decoder.layers) == 4  # EG3D: 2 (one hidden layer)

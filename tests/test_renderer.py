@@ -253,6 +253,47 @@ def test_skipping_matches_full_sampling_on_an_analytic_sphere():
     assert sum(calls) < 0.4 * 2000 * 49  # most samples were skipped
 
 
+def test_coarse_pass_stops_each_ray_where_its_transmittance_is_spent():
+    """Skipping, the coarse pass evaluates the density front to back and leaves out exactly the samples in
+    empty cells and those of segments that start behind an optical depth of ``MAX_OPTICAL_DEPTH``; the
+    samples it evaluates carry the field's density, the others the grid's interpolated estimate."""
+    _, density = _sphere_field(sigma=200.0)
+    grid = OccupancyGrid.from_density(lambda p: density(p)[..., 0], bound=1.0, resolution=32)
+    origins, directions, _ = _rays(1, 1500, seed=4)
+    rays = renderer.Rays(origins[None], directions[None], 1.0)
+    n = 48
+    points, deltas = rays.midpoints(rays.distances(renderer.uniform_bins(1500, n, False, "cpu").view(1, 1500, n + 1)))
+    calls = []
+    counted = lambda p: (calls.append(p.shape[1]), density(p))[1]  # noqa: E731
+    fast = renderer._coarse_front_to_back(counted, points, grid, deltas)
+    full = density(points).view(1, 1500, n)
+    estimate = grid.estimate(points).view(1, 1500, n)
+    assert not torch.allclose(estimate, full, atol=1e-3)  # the two differ: the checks below mean something
+    # optical depth at the start of each sample's segment, of the densities the pass itself composited
+    optical = torch.cumsum(fast * deltas, dim=-1)
+    before = torch.cat([torch.zeros(1, 1500, 1), optical[..., :-1]], dim=-1)
+    segment_start = before[..., :: renderer.COARSE_SEGMENT].repeat_interleave(renderer.COARSE_SEGMENT, dim=-1)[..., :n]
+    occupied = grid.lookup(points).view(1, 1500, n)
+    expected = occupied & (segment_start < renderer.MAX_OPTICAL_DEPTH)
+    torch.testing.assert_close(fast[expected], full[expected], rtol=1e-6, atol=1e-6)  # the field's values
+    torch.testing.assert_close(fast[~expected], estimate[~expected], rtol=0, atol=1e-6)  # the grid's estimate
+    assert sum(calls) == int(expected.sum())  # each expected sample evaluated once, nothing else
+    assert sum(calls) < 0.8 * int(occupied.sum())  # rays through the sphere stopped early
+    assert (optical[..., -1] > renderer.MAX_OPTICAL_DEPTH).float().mean() > 0.1
+
+
+def test_occupancy_estimate_interpolates_the_density_between_cell_centres():
+    """The grid's estimate is exact at cell centres and linear in between (a linear density is reproduced
+    everywhere between the outer centres)."""
+    linear = lambda p: 0.3 + 0.2 * p[..., 0] - 0.1 * p[..., 1] + 0.05 * p[..., 2]  # noqa: E731
+    grid = OccupancyGrid.from_density(linear, bound=1.0, resolution=16)
+    inner = (torch.rand(5000, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * (1 - 1 / 16)
+    torch.testing.assert_close(grid.estimate(inner), linear(inner), atol=1e-5, rtol=0)
+    centres = cell_centres(16, 1.0).reshape(-1, 3)
+    torch.testing.assert_close(grid.estimate(centres), linear(centres), atol=1e-5, rtol=0)
+    assert OccupancyGrid(grid.occupied, 1.0).estimate(inner).abs().max() == 0  # a grid without densities
+
+
 def test_viewer_frame_with_skipping_matches_full_sampling_on_a_generated_latent(tiny_model):
     """A generated latent made sparse (its density row sharpened and lowered so that blobs stand in empty
     space, as after training), rendered by the viewer path with its cached occupancy grid and by full sampling."""

@@ -587,7 +587,7 @@ def generated_shape(
     """The object of one latent as the mesh exporter sees it: density on a ``resolution``^3 lattice over the
     scene box, its ``threshold`` surface (``None`` when the density never exceeds it)."""
     device = ws.device
-    planes = generator.planes(ws, noise_mode="const")
+    planes = generator.fixed_planes(ws)
     bound = generator.config.scene_bound
     density = lambda p: generator.field.query(planes, p.to(device))[0][..., 0]  # noqa: E731
     if threshold >= THRESHOLD:  # the surface lies where the density is far above what the grid skips

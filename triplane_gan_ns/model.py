@@ -279,7 +279,7 @@ class TriplaneGANModel(Model):
         z = self.seeded_latents([latent.seed])
         label = torch.tensor([min(latent.class_index, max(self.num_classes - 1, 0))], device=self.device)
         ws = self.generator_ema.mapping(z, label, latent.truncation)
-        planes = self.generator_ema.planes(ws, noise_mode="const")
+        planes = self.generator_ema.fixed_planes(ws)
         occupancy = self.generator_ema.occupancy_grid(planes)
         self._preview_cache = (key, ws, planes, occupancy)
         return ws, planes, occupancy

@@ -17,8 +17,11 @@ An optional ``density_transform`` rewrites the densities of both passes before t
 example ``zero_below_quantile``, which the non-flatness score of ``eval`` uses); without it nothing changes.
 
 For a fixed latent (no gradients, one latent) an ``OccupancyGrid`` skips work: both passes evaluate the field
-only at samples in occupied cells, and the importance pass also skips samples behind the point where the
-coarse pass's transmittance fell below ``1e-5`` (early ray termination).  Skipped samples get zero density.
+only at samples in occupied cells and only in front of the point where the transmittance falls below ``1e-5``
+(early ray termination: the coarse pass goes front to back a few samples at a time and stops a ray there; the
+importance pass skips samples behind that point of the coarse pass).  Skipped importance samples get zero
+density; skipped coarse samples get the grid's estimate (the density interpolated between its cell centres), so
+that the importance samples land about where full sampling puts them.
 """
 
 
@@ -35,6 +38,8 @@ from triplane_gan_ns.occupancy import OccupancyGrid
 BACKGROUNDS = {"white": 1.0, "black": 0.0}
 MAX_OPTICAL_DEPTH = 11.5
 """Samples behind this much coarse optical depth (transmittance below 1e-5) are not evaluated."""
+COARSE_SEGMENT = 8
+"""Coarse samples per ray evaluated at a time when skipping: a ray stops once its transmittance is spent."""
 
 DensityFn = Callable[[Float[Tensor, "b m 3"]], Float[Tensor, "b m 1"]]
 FieldFn = Callable[[Float[Tensor, "b m 3"]], Tuple[Float[Tensor, "b m 1"], Float[Tensor, "b m f"]]]
@@ -105,6 +110,30 @@ def _where_needed(fn, points: Float[Tensor, "1 p 3"], needed: Tensor) -> Tuple[T
         full[:, index] = v
         out.append(full)
     return tuple(out)
+
+
+def _coarse_front_to_back(
+    density: DensityFn,
+    points: Float[Tensor, "1 p 3"],
+    occupancy: OccupancyGrid,
+    deltas: Float[Tensor, "1 m n"],
+) -> Float[Tensor, "1 m n"]:
+    """Coarse densities of one latent's ``m`` rays, ``COARSE_SEGMENT`` samples per ray at a time from front to
+    back, evaluated only in occupied cells and only on rays whose optical depth so far is below
+    ``MAX_OPTICAL_DEPTH`` (behind that depth a sample's weight is below 1e-5); elsewhere the grid's estimate, so
+    that the importance samples land where full sampling puts them."""
+    b, m, n = deltas.shape
+    points = points.view(b, m, n, 3)
+    needed = occupancy.lookup(points)
+    out = occupancy.estimate(points).to(deltas.dtype)
+    optical = deltas.new_zeros(b, m)
+    for start in range(0, n, COARSE_SEGMENT):
+        segment = slice(start, start + COARSE_SEGMENT)
+        index = (needed[..., segment] & (optical < MAX_OPTICAL_DEPTH)[..., None]).nonzero(as_tuple=True)
+        if index[0].numel() > 0:
+            out[..., segment][index] = density(points[..., segment, :][index][None]).view(-1).to(out.dtype)
+        optical = optical + (out[..., segment] * deltas[..., segment]).sum(dim=-1)
+    return out
 
 
 def zero_below_quantile(quantile: float) -> DensityTransform:
@@ -181,8 +210,7 @@ def render(
         if occupancy is None:
             coarse_density = density(points).view(b, m, num_coarse)
         else:
-            coarse_density = _where_needed(lambda p: (density(p),), points, occupancy.lookup(points))[0]
-            coarse_density = coarse_density.view(b, m, num_coarse)
+            coarse_density = _coarse_front_to_back(density, points, occupancy, coarse_deltas)
         if density_transform is not None:
             coarse_density = density_transform(coarse_density)
         coarse_weights = sample_weights(coarse_density, coarse_deltas)

@@ -87,7 +87,7 @@ def frontal_depths(
     directions = directions / directions.norm(dim=-1, keepdim=True)
     near, far = box_intersection(origins, directions, generator.config.scene_bound)  # [1, m, 1]
     b = ws.shape[0]
-    planes = generator.planes(ws, noise_mode="const")
+    planes = generator.fixed_planes(ws)
     out = generator.render_batched(
         planes,
         origins.expand(b, -1, -1),

@@ -170,10 +170,10 @@ def _check_options(
 
 def latent_field_fns(model: TriplaneGANModel, latent: Latent):
     """(density_fn, colour_fn) of one latent's triplane under the EMA generator's field; the density is only
-    evaluated in the cells of the latent's occupancy grid (zero, i.e. below 1e-3, elsewhere)."""
+    evaluated in the cells of the latent's occupancy grid (zero elsewhere, where it is below ``occupancy.THRESHOLD``)."""
     gen = model.generator_ema
     with torch.no_grad():
-        planes = gen.planes(latent.ws(model), noise_mode="const")
+        planes = gen.fixed_planes(latent.ws(model))
         occupancy = gen.occupancy_grid(planes)
 
     @occupancy.skip_empty

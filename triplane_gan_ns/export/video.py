@@ -114,7 +114,7 @@ def render_views(
 ) -> Dict[str, Float[Tensor, "views channels height width"]]:
     """Every camera of ``cameras`` (one at a time, so each view's pixels do not depend on the others)."""
     ws = latent.ws(model)
-    planes = model.generator_ema.planes(ws, noise_mode="const")
+    planes = model.generator_ema.fixed_planes(ws)
     occupancy = model.generator_ema.occupancy_grid(planes) if raw else None  # once per latent
     outs: Dict[str, List[Tensor]] = {}
     for i in range(cameras.shape[0]):

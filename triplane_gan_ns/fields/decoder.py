@@ -143,6 +143,8 @@ class Decoder(nn.Module):
             flat, params = flat.to(dtype), [p.to(dtype) for p in params]
         with torch.autocast(device, enabled=False):
             chunk = self.chunk if device == "cpu" else max(self.chunk, GPU_CHUNK)
-            out = _ChunkedMLP.apply(flat.contiguous(), chunk, *params)
+            # no copy of a transposed input (one latent's [channels, points] plane features): the matrix
+            # products read it as it lies
+            out = _ChunkedMLP.apply(flat, chunk, *params)
         # density and colour leave in the input's precision: volume rendering composites in float32 under autocast
         return out.to(in_dtype).reshape(*shape, out.shape[-1])
