@@ -13,6 +13,9 @@ the same machine.  Measurements use only interfaces that both versions have:
 * ``frame-tiny`` / ``frame-paper``: one 256² frame of the viewer (``model.get_outputs_for_camera``), random
   weights, EMA generator, planes cached as in the viewer; the tiny preset at 16 + 16 samples per ray, as above.
 * ``mesh-tiny``: the density of the 256³ lattice (``surface.density_grid``), random weights.
+* ``frame-paper-trained`` (needs ``--run RUN_DIR``, a trained tiny run): the viewer's 256² frame of the paper
+  preset's field carrying each class's latent of that run (``paper_frame.py``), with the latent's occupancy grid;
+  mean over the classes.
 
 Prints one Markdown table: figure, baseline seconds, current seconds, speed-up.
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-FIGURES = ("step", "frame-tiny", "frame-paper", "mesh-tiny")
+FIGURES = ("step", "frame-tiny", "frame-paper", "mesh-tiny", "frame-paper-trained")
 
 
 def _best(fn, repeats: int) -> float:
@@ -67,6 +70,17 @@ def measure(figure: str, repeats: int) -> float:
         for step in range(4, 12):
             trainer.train_iteration(step)
         return (time.perf_counter() - start) / 8
+    if figure == "frame-paper-trained":
+        sys.path.insert(0, str(HERE))
+        from paper_frame import trained_copies
+
+        times = []
+        for _, _, _, paper, planes, camera in trained_copies(Path(os.environ["TRIPLANE_GAN_BENCH_RUN"])):
+            gen = paper.generator_ema
+            with torch.no_grad():
+                grid = gen.occupancy_grid(planes)
+                times.append(_best(lambda: gen.render_camera(planes, camera, paper.config.eval_num_rays_per_chunk, grid), repeats))
+        return sum(times) / len(times)
     if figure.startswith("frame-"):
         try:
             from triplane_gan_ns.cameras import yaw_pitch_directions
@@ -106,8 +120,16 @@ def main() -> None:
     parser.add_argument("--baseline", required=False, help="git revision to compare against")
     parser.add_argument("--only", nargs="+", default=list(FIGURES), choices=FIGURES)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--run", type=Path, help="a trained tiny run's folder, for frame-paper-trained")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run is not None:  # the measuring processes read it from their environment
+        os.environ["TRIPLANE_GAN_BENCH_RUN"] = str(args.run.resolve())
+    elif "frame-paper-trained" in args.only and not args.one:
+        if args.only == list(FIGURES):
+            args.only.remove("frame-paper-trained")
+        else:
+            parser.error("frame-paper-trained needs --run RUN_DIR (a trained tiny run, e.g. make demo's)")
     if args.one:
         print(json.dumps({"seconds": measure(args.one, args.repeats)}))
         return
