@@ -533,6 +533,42 @@ def test_export_mesh_of_a_generated_latent(run_dir, model, tmp_path):
     assert not (tmp_path / "ten.glb").exists()
 
 
+def test_export_mesh_below_the_occupancy_threshold_meshes_the_exact_density(model, tmp_path):
+    """The occupancy grid's empty cells hold density below ``occupancy.THRESHOLD``, not zero: a level below it
+    is meshed from the density at every lattice point (skipping would move the surface), one above it from the
+    skipping lattice, which is then the same surface."""
+    import copy
+
+    from triplane_gan_ns.export import mesh as mesh_module
+    from triplane_gan_ns.occupancy import THRESHOLD, cell_centres
+
+    model = copy.deepcopy(model)
+    latent = Latent(class_index=1, seed=3, truncation_psi=0.7)
+    gen = model.generator_ema
+    with torch.no_grad():  # sparse, as after training: blobs in a faint haze over 80 % of the box
+        last = gen.field.decoder.layers[-1]
+        last.weight[0] *= 60.0
+        last.bias[0] *= 60.0
+        raw = gen.field.batched_density(gen.fixed_planes(latent.ws(model)), cell_centres(32, 1.0).reshape(1, -1, 3), raw=True)
+        # raw + shift + density_shift at the 80th percentile gives a density of a tenth of the threshold
+        target = math.log(math.expm1(THRESHOLD / 10)) - gen.field.config.density_shift
+        last.bias[0] += target - float(torch.quantile(raw, 0.8))
+    exact_fn, skipping_fn, _ = mesh_module._latent_fields(model, latent)
+    exact, skipped = density_grid(exact_fn, 32, 1.0), density_grid(skipping_fn, 32, 1.0)
+    haze = exact[skipped == 0]
+    assert haze.size > 0 and haze.max() < THRESHOLD
+    level = float(np.quantile(haze, 0.99))  # a faint level that some skipped points exceed
+    assert (haze > level).sum() > 0
+    low = export_mesh(model, latent, tmp_path / "low.ply", resolution=32, density_threshold=level)
+    want = mesh_from_grid(exact, 1.0, level, keep_components=1)
+    assert len(low.faces) == len(want.faces) and np.allclose(low.vertices, want.vertices, atol=1e-5)
+    assert len(mesh_from_grid(skipped, 1.0, level, keep_components=1).faces) != len(want.faces)
+    high = float(np.quantile(exact, 0.95))
+    assert high >= THRESHOLD
+    mesh = export_mesh(model, latent, tmp_path / "high.ply", resolution=32, density_threshold=high)
+    assert len(mesh.faces) == len(mesh_from_grid(exact, 1.0, high, keep_components=1).faces)
+
+
 def test_export_textured_mesh_of_a_generated_latent(run_dir, model, tmp_path):
     """--texture with the 4-step generator (threshold: its own 90th percentile, as above): a GLB with an embedded
     texture whose colours are the field's, and an OBJ with its MTL and PNG, simplified to --max-faces."""

@@ -131,7 +131,7 @@ def _coarse_front_to_back(
         segment = slice(start, start + COARSE_SEGMENT)
         index = (needed[..., segment] & (optical < MAX_OPTICAL_DEPTH)[..., None]).nonzero(as_tuple=True)
         if index[0].numel() > 0:
-            out[..., segment][index] = density(points[..., segment, :][index][None]).view(-1).to(out.dtype)
+            out[..., segment][index] = density(points[..., segment, :][index][None]).reshape(-1).to(out.dtype)
         optical = optical + (out[..., segment] * deltas[..., segment]).sum(dim=-1)
     return out
 

@@ -2,7 +2,9 @@
 object.
 
 1. The EMA generator's triplane is queried for density on an ``N^3`` lattice spanning the scene box
-   ``[-scene_bound, scene_bound]^3`` (``N`` points per axis, both faces included), in chunks.
+   ``[-scene_bound, scene_bound]^3`` (``N`` points per axis, both faces included), in chunks; for a level of at
+   least ``occupancy.THRESHOLD`` and no ``--volume``, only in the cells of the latent's occupancy grid (the
+   others hold density below that, and read zero).
 2. Marching cubes (``skimage.measure.marching_cubes``) extracts the surface ``density = threshold``.  The
    lattice is padded with one layer of zero density, so surfaces cut by the box are closed there (vertices
    clipped onto the box faces): the mesh is watertight and never leaves the box.
@@ -50,6 +52,7 @@ from triplane_gan_ns.fileio import atomic_write, check_creatable_dir
 from triplane_gan_ns.generator import TriplaneGenerator
 from triplane_gan_ns.latents import Latent, LatentSpec, ModelOrConfig, as_model, check_truncation, resolve_latent
 from triplane_gan_ns.model import TriplaneGANModel
+from triplane_gan_ns.occupancy import THRESHOLD
 from triplane_gan_ns.surface import OPAQUE, automatic_threshold, density_grid, mesh_from_grid, simplify_mesh, vertex_colours
 from triplane_gan_ns.texture import textured_mesh
 
@@ -170,20 +173,26 @@ def _check_options(
 
 def latent_field_fns(model: TriplaneGANModel, latent: Latent):
     """(density_fn, colour_fn) of one latent's triplane under the EMA generator's field; the density is only
-    evaluated in the cells of the latent's occupancy grid (zero elsewhere, where it is below ``occupancy.THRESHOLD``)."""
+    evaluated in the cells of the latent's occupancy grid (zero elsewhere, where it is below
+    ``occupancy.THRESHOLD``)."""
+    _, skipping, colour_fn = _latent_fields(model, latent)
+    return skipping, colour_fn
+
+
+def _latent_fields(model: TriplaneGANModel, latent: Latent):
+    """(density_fn, the same skipping the latent's empty space, colour_fn) of one latent, its planes made once."""
     gen = model.generator_ema
     with torch.no_grad():
         planes = gen.fixed_planes(latent.ws(model))
         occupancy = gen.occupancy_grid(planes)
 
-    @occupancy.skip_empty
     def density_fn(points: Float[Tensor, "num 3"]) -> Float[Tensor, "num"]:
         return gen.field.query(planes, points.to(model.device))[0][..., 0]
 
     def colour_fn(points: Float[Tensor, "num 3"]) -> Float[Tensor, "num 3"]:
         return gen.field.query(planes, points.to(model.device))[1][..., :3]
 
-    return density_fn, colour_fn
+    return density_fn, occupancy.skip_empty(density_fn), colour_fn
 
 
 def threshold_rays(model: TriplaneGANModel) -> tuple[Float[Tensor, "rays 3"], Float[Tensor, "rays 3"]]:
@@ -243,14 +252,17 @@ def export_mesh(
     model = as_model(model, checkpoint, device)
     latent = resolve_latent(model, latent, truncation)
     bound = model.generator_ema.config.scene_bound
-    density_fn, colour_fn = latent_field_fns(model, latent)
-    grid = density_grid(density_fn, resolution, bound, chunk_size, progress=True, device=model.device)
-    if volume is not None:
-        write_volume(volume, grid, bound)
-        CONSOLE.print(f"Wrote the {resolution}³ density volume to {volume}")
+    density_fn, skipping_fn, colour_fn = _latent_fields(model, latent)
     threshold = density_threshold
     if threshold is None:
         threshold = choose_threshold(model, density_fn, chunk_size)
+    # the occupancy grid's empty cells hold density below THRESHOLD: a surface below that level, and the volume
+    # file, need the density at every lattice point
+    exact = threshold < THRESHOLD or volume is not None
+    grid = density_grid(density_fn if exact else skipping_fn, resolution, bound, chunk_size, progress=True, device=model.device)
+    if volume is not None:
+        write_volume(volume, grid, bound)
+        CONSOLE.print(f"Wrote the {resolution}³ density volume to {volume}")
     mesh = mesh_from_grid(grid, bound, threshold, None, keep_components)
     if max_faces > 0 and len(mesh.faces) > max_faces:
         before = len(mesh.faces)
