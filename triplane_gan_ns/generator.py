@@ -107,10 +107,10 @@ class TriplaneGenerator(nn.Module):
     @torch.no_grad()
     def fixed_planes(self, ws: Float[Tensor, "batch num_ws w_dim"]) -> Float[Tensor, "batch 3 channels res res"]:
         """The planes of latents that many renders will read unchanged (viewer, previews, ``render``, mesh
-        export, the geometry measure, ``eval``'s non-flatness score): constant noise, no gradients, and on the CPU stored channels-last, so
-        that a texel's features lie side by side (``grid_sample`` then reads the paper preset's 32-channel
-        256² planes 1.6x faster; the values are the same).  Training's planes change every step and stay as
-        the backbone makes them."""
+        export, the geometry measure, ``eval``'s non-flatness score): constant noise, no gradients, and on the
+        CPU stored channels-last, so that a texel's features lie side by side (``grid_sample`` then reads the
+        paper preset's 32-channel 256² planes 1.6x faster; the values are the same).  Training's planes change
+        every step and stay as the backbone makes them."""
         return lookup_layout(self.planes(ws, noise_mode="const"))
 
     # ---- rendering --------------------------------------------------------------------------------------

@@ -259,7 +259,8 @@ def export_mesh(
     # the occupancy grid's empty cells hold density below THRESHOLD: a surface below that level, and the volume
     # file, need the density at every lattice point
     exact = threshold < THRESHOLD or volume is not None
-    grid = density_grid(density_fn if exact else skipping_fn, resolution, bound, chunk_size, progress=True, device=model.device)
+    lattice_fn = density_fn if exact else skipping_fn
+    grid = density_grid(lattice_fn, resolution, bound, chunk_size, progress=True, device=model.device)
     if volume is not None:
         write_volume(volume, grid, bound)
         CONSOLE.print(f"Wrote the {resolution}³ density volume to {volume}")
