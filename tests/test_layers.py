@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "triplane_gan_ns"
 
 # Bottom to top; a module may import its own layer and the ones below it.
 LAYERS: List[Set[str]] = [
-    {"", "errors", "fileio", "registry"},  # the package root and the plumbing every layer uses
+    {"", "allocator", "errors", "fileio", "registry"},  # the package root and the plumbing every layer uses
     {"layers", "cameras", "occupancy", "renderer", "surface", "texture", "pretrained"},  # building blocks
     {"backbones", "fields", "pose_samplers", "discriminators", "superresolution", "data"},  # components, data
     {"generator"},

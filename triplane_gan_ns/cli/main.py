@@ -11,6 +11,7 @@ from typing import Dict
 
 import tyro
 
+from triplane_gan_ns.allocator import keep_freed_memory
 from triplane_gan_ns.cli.eval import Evaluate
 from triplane_gan_ns.cli.export_mesh import ExportMesh
 from triplane_gan_ns.cli.invert import Invert
@@ -32,6 +33,7 @@ COMMANDS: Dict[str, type] = {
 def entrypoint() -> None:
     """Parse the command line and run the chosen subcommand."""
     install_excepthook()
+    keep_freed_memory()
     command = tyro.extras.subcommand_cli_from_dict(
         COMMANDS, description="Tools for triplane-gan-ns (train with ns-train triplane-gan)."
     )

@@ -30,6 +30,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
 from triplane_gan_ns import alignment
+from triplane_gan_ns.allocator import keep_freed_memory
 from triplane_gan_ns.data.class_index import CLASS_INDEX, write_class_index
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.generator import check_neural_resolution
@@ -175,6 +176,7 @@ class GanTrainer(Trainer):
             )
 
     def setup(self, test_mode="val") -> None:
+        keep_freed_memory()  # no page faults for a step's short-lived tensors (allocator.py)
         try:
             super().setup(test_mode)
         except BaseException:
