@@ -1,13 +1,13 @@
 """Keep freed memory in the process: glibc's allocator settings for CPU training and tools.
 
-A training step allocates and frees thousands of short-lived tensors of 0.1-10 MiB (the decoder's chunks, the
-renderer's sample buffers, gradients).  glibc's ``malloc`` gives blocks above its mmap threshold (which it moves
-between 128 KiB and 32 MiB on its own) a fresh mapping and returns the free top of its heap to the system above
-its trim threshold, so those tensors fault their pages in anew each time they are allocated: about 40 000 page
-faults per step of the tiny preset at 16 + 16 samples, a tenth of its time (docs/benchmarks.md).
-``keep_freed_memory`` serves every block below 32 MiB from the heap and keeps up to 1 GiB of freed heap for
-reuse (``mallopt``; the same as starting Python with ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` and
-``MALLOC_TOP_PAD_`` set).  Values are untouched; the process holds on to memory it freed, up to its peak.
+A training step allocates and frees thousands of short-lived tensors of 0.1-40 MiB (the decoder's chunks, the
+renderer's sample buffers, plane features, gradients).  glibc's ``malloc`` gives blocks above its mmap threshold
+(which it moves between 128 KiB and 32 MiB on its own, and never above) a fresh mapping and returns the free top of
+its heap to the system above its trim threshold, so those tensors fault their pages in anew each time they are
+allocated: 16 000-62 000 page faults per step of the tiny preset at 16 + 16 samples (docs/benchmarks.md).
+``keep_freed_memory`` serves every block from the heap and keeps up to 1 GiB of freed heap for reuse (``mallopt``;
+the same as starting Python with ``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_TOP_PAD_`` set).
+Values are untouched; the process holds on to memory it freed, up to its peak.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import sys
 
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
-M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 """``mallopt`` parameters (glibc's malloc.h)."""
 
-SETTINGS = ((M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 256 << 20))
-"""Blocks below 32 MiB (glibc's largest threshold) from the heap; keep up to 1 GiB of free heap; grow it in 256 MiB
+SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 1 << 30), (M_TOP_PAD, 256 << 20))
+"""No block gets a mapping of its own (all come from the heap); keep up to 1 GiB of free heap; grow it in 256 MiB
 steps (address space only: pages count once touched)."""
 
 
