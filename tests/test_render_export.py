@@ -539,7 +539,6 @@ def test_export_mesh_below_the_occupancy_threshold_meshes_the_exact_density(mode
     skipping lattice, which is then the same surface."""
     import copy
 
-    from triplane_gan_ns.export import mesh as mesh_module
     from triplane_gan_ns.occupancy import THRESHOLD, cell_centres
 
     model = copy.deepcopy(model)
@@ -553,7 +552,8 @@ def test_export_mesh_below_the_occupancy_threshold_meshes_the_exact_density(mode
         # raw + shift + density_shift at the 80th percentile gives a density of a tenth of the threshold
         target = math.log(math.expm1(THRESHOLD / 10)) - gen.field.config.density_shift
         last.bias[0] += target - float(torch.quantile(raw, 0.8))
-    exact_fn, skipping_fn, _ = mesh_module._latent_fields(model, latent)
+    planes = gen.fixed_planes(latent.ws(model))
+    exact_fn, skipping_fn = gen.point_density(planes), gen.point_density(planes, THRESHOLD)
     exact, skipped = density_grid(exact_fn, 32, 1.0), density_grid(skipping_fn, 32, 1.0)
     haze = exact[skipped == 0]
     assert haze.size > 0 and haze.max() < THRESHOLD

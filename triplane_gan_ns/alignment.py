@@ -58,7 +58,6 @@ from torch import Tensor
 
 from triplane_gan_ns.data.shapes import Shape
 from triplane_gan_ns.generator import TriplaneGenerator
-from triplane_gan_ns.occupancy import THRESHOLD
 from triplane_gan_ns.surface import DEFAULT_THRESHOLD, density_grid, mesh_from_grid
 
 
@@ -586,13 +585,9 @@ def generated_shape(
 ) -> Optional[SurfaceShape]:
     """The object of one latent as the mesh exporter sees it: density on a ``resolution``^3 lattice over the
     scene box, its ``threshold`` surface (``None`` when the density never exceeds it)."""
-    device = ws.device
-    planes = generator.fixed_planes(ws)
     bound = generator.config.scene_bound
-    density = lambda p: generator.field.query(planes, p.to(device))[0][..., 0]  # noqa: E731
-    if threshold >= THRESHOLD:  # the surface lies where the density is far above what the grid skips
-        density = generator.occupancy_grid(planes).skip_empty(density)
-    grid = density_grid(density, resolution, bound, device=device)
+    density = generator.point_density(generator.fixed_planes(ws), threshold)
+    grid = density_grid(density, resolution, bound, device=ws.device)
     return SurfaceShape.from_density_grid(grid, bound, threshold, num_points, seed)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Literal, Optional, Type
+from typing import Callable, Dict, Literal, Optional, Type
 
 import torch
 from jaxtyping import Float, Int
@@ -28,7 +28,7 @@ from triplane_gan_ns import registry, renderer
 from triplane_gan_ns.backbones.stylegan2 import StyleGAN2BackboneConfig
 from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.fields.triplane import TriplaneFieldConfig, lookup_layout
-from triplane_gan_ns.occupancy import OccupancyGrid
+from triplane_gan_ns.occupancy import THRESHOLD, OccupancyGrid
 from triplane_gan_ns.superresolution import SuperResolutionConfig
 
 RGB = 3
@@ -123,6 +123,22 @@ class TriplaneGenerator(nn.Module):
             resolution,
             device=planes.device,
         )
+
+    def point_density(
+        self, planes: Float[Tensor, "1 3 channels res res"], level: Optional[float] = None
+    ) -> Callable[[Float[Tensor, "num 3"]], Float[Tensor, "num"]]:
+        """Density of one latent at any points (lattices of the mesh export and the geometry measure).  For a
+        surface at ``level`` of at least ``occupancy.THRESHOLD``, points in the empty cells of the latent's
+        occupancy grid read zero (their density is below the threshold, so no such surface lies there);
+        without a level (a density volume, choosing the level) or below it, every point is evaluated."""
+        device = planes.device
+
+        def density(points: Float[Tensor, "num 3"]) -> Float[Tensor, "num"]:
+            return self.field.query(planes, points.to(device))[0][..., 0]
+
+        if level is None or level < THRESHOLD:
+            return density
+        return self.occupancy_grid(planes).skip_empty(density)
 
     def render_batched(
         self,

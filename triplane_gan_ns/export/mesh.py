@@ -175,24 +175,20 @@ def latent_field_fns(model: TriplaneGANModel, latent: Latent):
     """(density_fn, colour_fn) of one latent's triplane under the EMA generator's field; the density is only
     evaluated in the cells of the latent's occupancy grid (zero elsewhere, where it is below
     ``occupancy.THRESHOLD``)."""
-    _, skipping, colour_fn = _latent_fields(model, latent)
-    return skipping, colour_fn
+    planes = _latent_planes(model, latent)
+    return model.generator_ema.point_density(planes, THRESHOLD), _colour_fn(model, planes)
 
 
-def _latent_fields(model: TriplaneGANModel, latent: Latent):
-    """(density_fn, the same skipping the latent's empty space, colour_fn) of one latent, its planes made once."""
-    gen = model.generator_ema
+def _latent_planes(model: TriplaneGANModel, latent: Latent) -> Float[Tensor, "1 3 channels res res"]:
     with torch.no_grad():
-        planes = gen.fixed_planes(latent.ws(model))
-        occupancy = gen.occupancy_grid(planes)
+        return model.generator_ema.fixed_planes(latent.ws(model))
 
-    def density_fn(points: Float[Tensor, "num 3"]) -> Float[Tensor, "num"]:
-        return gen.field.query(planes, points.to(model.device))[0][..., 0]
 
+def _colour_fn(model: TriplaneGANModel, planes: Float[Tensor, "1 3 channels res res"]):
     def colour_fn(points: Float[Tensor, "num 3"]) -> Float[Tensor, "num 3"]:
-        return gen.field.query(planes, points.to(model.device))[1][..., :3]
+        return model.generator_ema.field.query(planes, points.to(model.device))[1][..., :3]
 
-    return density_fn, occupancy.skip_empty(density_fn), colour_fn
+    return colour_fn
 
 
 def threshold_rays(model: TriplaneGANModel) -> tuple[Float[Tensor, "rays 3"], Float[Tensor, "rays 3"]]:
@@ -252,14 +248,14 @@ def export_mesh(
     model = as_model(model, checkpoint, device)
     latent = resolve_latent(model, latent, truncation)
     bound = model.generator_ema.config.scene_bound
-    density_fn, skipping_fn, colour_fn = _latent_fields(model, latent)
+    gen = model.generator_ema
+    planes = _latent_planes(model, latent)
+    colour_fn = _colour_fn(model, planes)
     threshold = density_threshold
     if threshold is None:
-        threshold = choose_threshold(model, density_fn, chunk_size)
-    # the occupancy grid's empty cells hold density below THRESHOLD: a surface below that level, and the volume
-    # file, need the density at every lattice point
-    exact = threshold < THRESHOLD or volume is not None
-    lattice_fn = density_fn if exact else skipping_fn
+        threshold = choose_threshold(model, gen.point_density(planes), chunk_size)
+    # the volume file needs the density at every lattice point; a surface alone only near its level
+    lattice_fn = gen.point_density(planes, None if volume is not None else threshold)
     grid = density_grid(lattice_fn, resolution, bound, chunk_size, progress=True, device=model.device)
     if volume is not None:
         write_volume(volume, grid, bound)
