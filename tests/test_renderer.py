@@ -145,46 +145,6 @@ def test_preview_renders_decode_the_rgb_channels_only(tiny_model):
     torch.testing.assert_close(features3, features[..., :3])
 
 
-def test_training_render_without_superresolution_decodes_the_rgb_channels_only(tiny_model, monkeypatch):
-    """Without super-resolution nothing reads the features beyond the RGB: ``render`` (training's path) asks the
-    field for those rows only, with the images and the generator's gradients of a full-channel render."""
-    gen = tiny_model.generator.train()
-    assert gen.superresolution is None
-    directions = torch.nn.functional.normalize(torch.randn(4, 3, generator=torch.Generator().manual_seed(1)), dim=-1)
-    cameras = tiny_model.pose_sampler.cameras_from_directions(directions, 8)
-    z = torch.randn(2, gen.backbone.z_dim, generator=torch.Generator().manual_seed(2))
-    ws = gen.mapping(z, torch.tensor([0, 1]))
-    asked = []
-    batched = gen.field.batched
-
-    def spy(planes, positions, channels=None):
-        asked.append(channels)
-        return batched(planes, positions, channels)
-
-    monkeypatch.setattr(gen.field, "batched", spy)
-
-    def images_and_grads(render_batched):
-        monkeypatch.setattr(gen, "render_batched", render_batched)
-        gen.zero_grad()
-        torch.manual_seed(3)  # the same noise and stratified samples for both renders
-        out = gen.render(ws.detach(), cameras)
-        (out["image"] * torch.linspace(0, 1, out["image"].numel()).view_as(out["image"])).sum().backward()
-        grads = [p.grad.clone() for p in gen.backbone.parameters() if p.grad is not None]
-        return out["image"].detach(), out["depth"].detach(), grads
-
-    plain = type(gen).render_batched.__get__(gen)
-    rgb_only = images_and_grads(plain)
-    assert asked == [3]
-    full = images_and_grads(lambda *a, **k: plain(*a, **{**k, "channels": None}))
-    assert asked[-1] is None
-    torch.testing.assert_close(rgb_only[0], full[0])
-    torch.testing.assert_close(rgb_only[1], full[1])
-    assert len(rgb_only[2]) == len(full[2]) > 0
-    for a, b in zip(rgb_only[2], full[2]):
-        torch.testing.assert_close(a, b)
-    gen.eval()
-
-
 @pytest.mark.parametrize("chunk", [7, 4096])
 def test_chunked_decoder_matches_plain_autograd(chunk):
     torch.manual_seed(0)

@@ -256,10 +256,7 @@ class TriplaneGenerator(nn.Module):
         latent_index = torch.arange(num, device=ws.device) // views
         rays = self.camera_rays(cameras, latent_index)
         h, w = rays.shape[1:3]
-        # without super-resolution only the RGB of the features is shown: the decoder skips the others
-        channels = None if self.superresolution is not None else RGB
-        origins, directions = rays.origins.reshape(batch, -1, 3), rays.directions.reshape(batch, -1, 3)
-        out = self.render_batched(planes, origins, directions, channels=channels)
+        out = self.render_batched(planes, rays.origins.reshape(batch, -1, 3), rays.directions.reshape(batch, -1, 3))
         images = {k: v.reshape(num, h, w, -1).permute(0, 3, 1, 2) for k, v in out.items()}  # [N, C, h, w]
         raw = images["rgb"]
         if self.superresolution is not None:
