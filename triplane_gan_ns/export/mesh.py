@@ -247,8 +247,8 @@ def export_mesh(
     )
     model = as_model(model, checkpoint, device)
     latent = resolve_latent(model, latent, truncation)
-    bound = model.generator_ema.config.scene_bound
     gen = model.generator_ema
+    bound = gen.config.scene_bound
     planes = _latent_planes(model, latent)
     colour_fn = _colour_fn(model, planes)
     threshold = density_threshold
