@@ -61,7 +61,8 @@ def main() -> None:
     print("| ---: | --- | ---: | ---: | ---: |")
     for round_ in range(1, args.rounds + 1):
         for mode in ("default", "kept"):
-            cmd = [sys.executable, __file__, "--one", mode, "--samples", str(coarse), str(importance), "--steps", str(args.steps)]
+            cmd = [sys.executable, __file__, "--one", mode, "--samples", str(coarse), str(importance)]
+            cmd += ["--steps", str(args.steps)]
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"| {round_} | {mode} | {r['seconds']:.3f} | {r['faults']:.0f} | {r['peak_mb']:.0f} |", flush=True)

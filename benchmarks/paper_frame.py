@@ -9,14 +9,14 @@ A frame's cost depends on the field's architecture, the samples per ray and wher
 weights the paper preset fills the box with haze (nothing to skip), and no paper-scale generator can be trained
 on 2 CPU cores.  So this script takes a trained run of the tiny preset (RUN_DIR, e.g. the output of ``make
 demo``) and copies each class's preview latent (seed 0, the run's preview truncation) into the paper preset's
-field, as exactly as bilinear upsampling allows: its 8-channel 32² planes bilinearly upsampled into channels 0-7 of 32-channel 256² planes (the
-other channels zero), and its 2 x 32 decoder embedded in the paper's 3 x 64 one (the extra hidden layer passes
-its input through ``softplus(x + 16) - 16``, exact to ~1e-6).  The copy then has the paper preset's cost per
-sample and a trained generator's empty space.  It is rendered as the viewer renders it
-(``TriplaneGenerator.render_camera``: chunks of rays, RGB only, 48 + 48 samples per ray) with the latent's
+field, as exactly as bilinear upsampling allows: its 8-channel 32² planes bilinearly upsampled into channels 0-7
+of 32-channel 256² planes (the other channels zero), and its 2 x 32 decoder embedded in the paper's 3 x 64 one
+(the extra hidden layer passes its input through ``softplus(x + 16) - 16``, exact to ~1e-6).  The copy then has
+the paper preset's cost per sample and a trained generator's empty space.  It is rendered as the viewer renders
+it (``TriplaneGenerator.render_camera``: chunks of rays, RGB only, 48 + 48 samples per ray) with the latent's
 occupancy grid (threshold ``occupancy.THRESHOLD``), with the grid of the earlier threshold 1e-2, with the coarse
-pass of before (all occupied coarse samples at once, without early termination) and, once, with full sampling.  Prints
-one Markdown row per class; the images of the first class (full sampling | skipping) go to ``--save`` if given.
+pass of before (all occupied coarse samples at once, without early termination) and, once, with full sampling.
+Prints one Markdown row per class; the images of the first class (full sampling | skipping) go to ``--save`` if given.
 """
 
 from __future__ import annotations

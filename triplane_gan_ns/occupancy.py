@@ -11,8 +11,8 @@ opacity over a chord of length ``L`` (the default 0.1 and the diagonal of the bo
 bound: a cell is kept wherever a tenth of the threshold is reached at its centre or a neighbour's).  Trained
 generators keep a haze of 1e-3..1e-1 in most of the box and their surfaces far above it: on the four classes
 of a ``make demo`` run, at the paper preset's 48 + 48 samples per ray, the images differ from full sampling by
-0.19-0.49/255 on average and by 2.1/255 at most, and a 256² frame is 1.8-3.6x faster than at a threshold of 1e-2 (which kept 48-84 % of the box for that
-haze: 0.01-0.03/255 on average); see docs/benchmarks.md.
+0.19-0.49/255 on average and by 2.1/255 at most, and a 256² frame is 1.8-3.6x faster than at a threshold of 1e-2
+(which kept 48-84 % of the box for that haze: 0.01-0.03/255 on average); see docs/benchmarks.md.
 
 The grid also keeps the densities at its cell centres: ``estimate`` interpolates them, a cheap stand-in for the
 coarse samples that the renderer skips (so that its importance samples land where full sampling puts them).
