@@ -38,8 +38,6 @@ def tiny_trainer(samples_per_ray: int = 16, seed: int = 0):
     output folder) with ``samples_per_ray`` coarse and importance samples (16: issue 10's baseline settings,
     whatever the preset now uses); ready for ``train_iteration(step)``."""
     import copy
-    import tempfile
-    from pathlib import Path
 
     import torch
 
@@ -47,11 +45,20 @@ def tiny_trainer(samples_per_ray: int = 16, seed: int = 0):
 
     torch.manual_seed(seed)
     config = copy.deepcopy(triplane_gan_tiny.config)
+    generator = config.pipeline.model.generator
+    generator.num_coarse_samples = generator.num_importance_samples = samples_per_ray
+    return setup_trainer(config)
+
+
+def setup_trainer(config):
+    """The trainer of ``config`` set up on the CPU (checkpoints it loads, if any; a temporary output folder,
+    tensorboard logs), in train mode: ready for ``train_iteration(step)``."""
+    import tempfile
+    from pathlib import Path
+
     config.machine.device_type = "cpu"
     config.output_dir = Path(tempfile.mkdtemp())
     config.vis = "tensorboard"
-    generator = config.pipeline.model.generator
-    generator.num_coarse_samples = generator.num_importance_samples = samples_per_ray
     config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()

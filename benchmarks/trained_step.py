@@ -17,7 +17,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,16 +28,13 @@ def _trainer(run_dir: Path, step):
 
     from triplane_gan_ns.runs import load_config
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from presets import setup_trainer
+
     config = load_config(run_dir / "config.yml")
     config.load_dir = run_dir / "nerfstudio_models"
     config.load_step = step
-    config.output_dir = Path(tempfile.mkdtemp())
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.set_timestamp()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.pipeline.train()
+    trainer = setup_trainer(config)
     torch.manual_seed(0)
     return trainer
 
