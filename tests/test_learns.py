@@ -8,8 +8,8 @@ discriminator-free measures of ``triplane_gan_ns.eval.learning``.  FD-EffNetLite
 
 The same run (about 3 minutes on 2 cores) then trains on to ``GEOMETRY_STEPS`` and measures the EMA generator's
 shapes with the pose-free geometry measure (``alignment.aligned_geometry_scores``: each object's surface aligned
-over rotations to every class's true shapes): most classes must come out closer to their own class's true shape
-than to any other.
+over rotations to every class's true shapes): besides the sphere, which even an untrained blob resembles, at least
+one more class must come out closer to its own class's true shape than to any other.
 """
 
 from __future__ import annotations
@@ -46,10 +46,18 @@ MIN_CLASS_SEPARATION = 0.06
 MIN_SEPARATION_SHARE = 0.6
 """After training, the class separation must reach this share of the real data's (seeds 0 and 1: 0.80)."""
 GEOMETRY_STEPS = 750
-"""Training steps before the geometry is measured (at these settings, seed 0: class-correct 1 / 4 at 250 steps,
-2 / 4 at 500, 3 / 4 at 750 and at 1000; docs/benchmarks.md)."""
-MIN_CLASS_CORRECT = 3
-"""Classes (of 4) whose objects must be closer to their own class's true shape than to any other's."""
+"""Training steps before the geometry is measured.  At these settings (six seeds, one thread each, docs/benchmarks.md)
+every seed has the sphere class-correct from 250 steps on and the torus, its hole, from 500 or 750; the cube and the
+cylinder, 16 pixels wide, are still taken for a sphere or for each other at 750 steps."""
+MIN_CLASS_CORRECT = 2
+"""Classes (of 4) whose objects must be closer to their own class's true shape than to any other's.  Every seed
+measured reaches 2 at 750 steps and none at 250, when only the sphere, which any blob resembles, is class-correct.
+Three held for one seed in six (seed 0 on this machine): on a CPU that rounds differently, a run follows another
+trajectory, as with another seed, so a threshold of three would fail there by chance.  The torus must be among them
+(every seed at 750 steps, none at 250)."""
+MAX_EMPTY_FRACTION = 0.25
+"""Generated objects that may lack a surface at the measure's level (two seeds in six leave one object of eight
+without one at 750 steps)."""
 
 
 def test_foreground_statistics_of_known_images():
@@ -126,7 +134,9 @@ def test_tiny_gan_learns_class_colours_silhouettes_then_shapes(tiny_trainer):
         f"after {GEOMETRY_STEPS} steps: F-score@0.05 {scores['shape_fscore']:.3f}, class-correct "
         f"{scores['shape_class_correct']:.0f} / 4, "
         + ", ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in scores.items() if k.startswith("shape_fscore/"))
+        + f"; objects without a surface {scores['shape_empty_fraction']:.3f}"
     )
     print(shapes)
-    assert scores["shape_num_classes"] == 4 and scores["shape_empty_fraction"] == 0, shapes
+    assert scores["shape_num_classes"] == 4 and scores["shape_empty_fraction"] <= MAX_EMPTY_FRACTION, shapes
     assert scores["shape_class_correct"] >= MIN_CLASS_CORRECT, shapes
+    assert scores["shape_class_correct_fraction/torus"] > 0.5, shapes  # its hole: a blob has none
