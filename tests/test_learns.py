@@ -50,11 +50,11 @@ GEOMETRY_STEPS = 750
 every seed has the sphere class-correct from 250 steps on and the torus, its hole, from 500 or 750; the cube and the
 cylinder, 16 pixels wide, are still taken for a sphere or for each other at 750 steps."""
 MIN_CLASS_CORRECT = 2
-"""Classes (of 4) whose objects must be closer to their own class's true shape than to any other's.  Every seed
-measured reaches 2 at 750 steps and none at 250, when only the sphere, which any blob resembles, is class-correct.
-Three held for one seed in six (seed 0 on the machine of docs/benchmarks.md): on a CPU that rounds differently, a
-run follows another trajectory, as with another seed, so a threshold of three would fail there by chance.  The torus must be among them
-(every seed at 750 steps, none at 250)."""
+"""Classes (of 4) whose objects must be closer to their own class's true shape than to any other's. Every seed measured
+reaches 2 at 750 steps and none at 250, when only the sphere, which any blob resembles, is class-correct. Three held
+for one seed in six (seed 0 on the machine of docs/benchmarks.md): on a CPU that rounds differently, a run follows
+another trajectory, as with another seed, so a threshold of three would fail there by chance. The torus must be among
+them (every seed at 750 steps, none at 250)."""
 MAX_EMPTY_FRACTION = 0.25
 """Generated objects that may lack a surface at the measure's level (two seeds in six leave one object of eight
 without one at 750 steps)."""
