@@ -7,6 +7,7 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from triplane_gan_ns.errors import UserError
 from triplane_gan_ns.training import losses
 from triplane_gan_ns.training.augment import AugmentConfig, Augmenter
 from triplane_gan_ns.training.ema import ema_beta, update_ema
-from triplane_gan_ns.runs import load_checkpoint_file
+from triplane_gan_ns.runs import load_checkpoint_file, save_checkpoint_file
 from triplane_gan_ns.training.trainer import rng_state, set_rng_state
 
 
@@ -188,6 +189,29 @@ def test_checkpoint_reading_is_safe_and_errors_are_one_line(tmp_path):
         load_checkpoint_file(foreign)
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint_file(tmp_path / "missing.ckpt")
+
+
+def test_a_checkpoint_with_a_nerfstudio_scheduler_reads_back(tmp_path):
+    """nerfstudio's schedulers keep numpy floats in their state, which a safe load refuses unless saved as numbers."""
+    from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+
+    def scheduler():
+        optimizer = torch.optim.Adam([torch.nn.Parameter(torch.ones(1))], lr=0.01)
+        return ExponentialDecaySchedulerConfig(lr_final=0.001, max_steps=10).setup().get_scheduler(optimizer, 0.01)
+
+    trained = scheduler()
+    for _ in range(4):
+        trained.optimizer.step()
+        trained.step()
+    assert any(isinstance(v, np.generic) for v in trained.state_dict()["_last_lr"])  # what made it unreadable
+    path = tmp_path / "step-000000004.ckpt"
+    save_checkpoint_file(path, {"step": 4, "pipeline": {}, "optimizers": {}, "schedulers": {"g": trained.state_dict()}})
+    resumed = scheduler()
+    resumed.load_state_dict(load_checkpoint_file(path)["schedulers"]["g"])
+    assert resumed.last_epoch == 4 and resumed.get_last_lr() == pytest.approx(trained.get_last_lr(), rel=1e-12)
+    resumed.step()
+    trained.step()
+    assert resumed.get_last_lr() == pytest.approx(trained.get_last_lr(), rel=1e-12)
 
 
 @pytest.fixture

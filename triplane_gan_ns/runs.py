@@ -41,9 +41,11 @@ import enum
 import importlib
 import inspect
 import pathlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+import numpy as np
 import torch
 import yaml
 from nerfstudio.data.scene_box import SceneBox
@@ -226,8 +228,29 @@ def load_checkpoint_file(path: Path) -> dict:
     return state
 
 
+def _without_numpy_scalars(value: Any) -> Any:
+    """``value`` with every numpy scalar inside dicts, lists and tuples replaced by the Python number it holds.
+
+    nerfstudio's learning-rate schedulers compute their factors with numpy, so a scheduler's state dict holds
+    ``numpy.float64`` values, which ``torch.load(weights_only=True)`` refuses to read back.  Containers without
+    numpy scalars are returned as they are (a module's state dict keeps its ``_metadata``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        items = [(k, _without_numpy_scalars(v)) for k, v in value.items()]
+        if all(new is old for (_, new), old in zip(items, value.values())):
+            return value
+        return OrderedDict(items) if isinstance(value, OrderedDict) else dict(items)
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):  # not a named tuple
+        converted = [_without_numpy_scalars(v) for v in value]
+        return value if all(new is old for new, old in zip(converted, value)) else type(value)(converted)
+    return value
+
+
 def save_checkpoint_file(path: Path, state: Dict[str, Any]) -> None:
-    """Write a checkpoint atomically (a reader sees the old file or the new one, never a part)."""
+    """Write a checkpoint atomically (a reader sees the old file or the new one, never a part) in a form that
+    ``load_checkpoint_file`` reads back (numpy scalars stored as Python numbers)."""
+    state = _without_numpy_scalars(state)
     atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
