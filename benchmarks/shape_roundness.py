@@ -77,7 +77,7 @@ def summarise(rows: List[Optional[Tuple[float, float, float]]]) -> str:
 
 @torch.no_grad()
 def run_rows(run_dir: Path, per_class: int, seed: int) -> Dict[str, str]:
-    """Per class name: face / body ratios of ``per_class`` objects of the run's EMA generator."""
+    """Per class name: the ratios of ``per_class`` objects of the run's EMA generator."""
     config = next(iter(sorted(run_dir.glob("config.yml"))), None)
     if config is None:
         raise SystemExit(f"{run_dir} has no config.yml; pass a run folder (outputs/<experiment>/<method>/<time>)")
