@@ -23,10 +23,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from triplane_gan_ns.data.class_index import read_class_index
+from triplane_gan_ns.alignment import lattice_points
 from triplane_gan_ns.data.shapes import CLASS_NAMES, random_shape
-from triplane_gan_ns.runs import latest_checkpoint, load_model
-from triplane_gan_ns.surface import DEFAULT_THRESHOLD, lattice_axis
+from triplane_gan_ns.runs import load_model
+from triplane_gan_ns.surface import DEFAULT_THRESHOLD
 
 
 def directions() -> Dict[str, torch.Tensor]:
@@ -48,8 +48,7 @@ def extent_ratios(
 ) -> Optional[Tuple[float, float, float]]:
     """(face-diagonal, body-diagonal) extent over the axis extent, and the horizontal diagonals' over the x and y
     axes', of the object where ``inside(points)`` holds; ``None`` when nothing is inside."""
-    axis = lattice_axis(48, bound)
-    lattice = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    lattice = lattice_points(48, bound).reshape(-1, 3)
     occupied = inside(lattice)
     if not occupied.any():
         return None
@@ -78,15 +77,13 @@ def summarise(rows: List[Optional[Tuple[float, float, float]]]) -> str:
 @torch.no_grad()
 def run_rows(run_dir: Path, per_class: int, seed: int) -> Dict[str, str]:
     """Per class name: the ratios of ``per_class`` objects of the run's EMA generator."""
-    config = next(iter(sorted(run_dir.glob("config.yml"))), None)
-    if config is None:
+    if not (run_dir / "config.yml").is_file():
         raise SystemExit(f"{run_dir} has no config.yml; pass a run folder (outputs/<experiment>/<method>/<time>)")
-    model, _ = load_model(config, latest_checkpoint(run_dir))
+    model, _ = load_model(run_dir / "config.yml")  # the latest checkpoint
     generator = model.generator_ema
-    names = [c["name"] for c in read_class_index(run_dir)["classes"]]
     gen = torch.Generator().manual_seed(seed)
     out = {}
-    for label, name in enumerate(names):
+    for label, name in enumerate(model.class_names):
         rows = []
         for _ in range(per_class):
             z = torch.randn(1, generator.backbone.z_dim, generator=gen)
